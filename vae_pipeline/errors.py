@@ -1,0 +1,17 @@
+"""Errors of input, flags, output folder or checkpoint: the CLI prints them in one line and exits with 2."""
+
+from __future__ import annotations
+
+
+class OutputError(OSError):
+    """The output folder cannot be created or written."""
+
+
+def usage_errors() -> tuple[type[Exception], ...]:
+    """Every exception class that means 'the user asked for something that cannot work'."""
+    from .frames import InputError
+    from .model.config import ConfigError
+    from .model.loading import CheckpointError
+    from .options import OptionsError
+
+    return (InputError, CheckpointError, ConfigError, OptionsError, OutputError)

@@ -1,0 +1,150 @@
+"""Write one finished window as a folder that COLMAP, nerfstudio and gsplat open as it is.
+
+Layout (DESIGN.md): ``sparse/`` (COLMAP binary model, text too on request), ``sparse/points.ply``, ``images/``
+(the window's frames, relative symlinks to the input files where possible), ``window_info.txt``,
+``window.json`` and, on request, ``depth/``. The folder is assembled under a temporary name and renamed when
+complete, so a window folder that exists is always whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycolmap
+from PIL import Image
+
+from .ply import write_ply
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """A window frame for ``images/``: a link to ``path``, or ``pixels`` [H, W, 3] written out when the file on
+    disk does not show what the cameras saw (EXIF orientation)."""
+
+    name: str
+    path: Path
+    pixels: np.ndarray | None = None
+
+
+def write_window_folder(
+    folder: Path,
+    reconstruction: pycolmap.Reconstruction,
+    points_xyz: np.ndarray,
+    points_rgb: np.ndarray,
+    frames: list[FrameFile],
+    record: dict[str, Any],
+    *,
+    colmap_text: bool = False,
+    depth: np.ndarray | None = None,
+    depth_conf: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Assemble the window under a temporary sibling name, then rename it to ``folder``.
+
+    ``points_xyz`` [N, 3] and ``points_rgb`` [N, 3] go to ``sparse/points.ply``; ``record`` is what ``window.json`` holds; ``depth``/``depth_conf`` [S, h, w] go to ``depth/`` as float16 when
+    given. An existing ``folder`` is replaced only with ``overwrite``.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        _fill(staging, reconstruction, (points_xyz, points_rgb), frames, record, colmap_text, depth, depth_conf)
+        _publish(staging, folder, overwrite)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fill(
+    staging: Path,
+    reconstruction: pycolmap.Reconstruction,
+    points: tuple[np.ndarray, np.ndarray],
+    frames: list[FrameFile],
+    record: dict[str, Any],
+    colmap_text: bool,
+    depth: np.ndarray | None,
+    depth_conf: np.ndarray | None,
+) -> None:
+    sparse = staging / "sparse"
+    sparse.mkdir(parents=True)
+    reconstruction.write(str(sparse))
+    if colmap_text:
+        reconstruction.write_text(str(sparse))
+    write_ply(sparse / "points.ply", *points)
+
+    images = staging / "images"
+    images.mkdir()
+    for frame in frames:
+        target = images / frame.name
+        if frame.pixels is not None:
+            Image.fromarray(frame.pixels).save(target)
+        else:
+            _link_or_copy(frame.path, target)
+
+    if depth is not None:
+        depth_dir = staging / "depth"
+        depth_dir.mkdir()
+        for i, frame in enumerate(frames):
+            arrays = {"depth": depth[i].astype(np.float16)}
+            if depth_conf is not None:
+                arrays["confidence"] = depth_conf[i].astype(np.float16)
+            np.savez_compressed(depth_dir / f"{Path(frame.name).stem}.npz", **arrays)
+
+    (staging / "window.json").write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
+    (staging / "window_info.txt").write_text(format_window_info(record))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A relative symlink (valid after the rename: the staging folder sits beside the final one), else a copy."""
+    try:
+        target.symlink_to(os.path.relpath(source.resolve(), target.parent.resolve()))
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _publish(staging: Path, folder: Path, overwrite: bool) -> None:
+    if folder.exists():
+        if not overwrite:
+            raise FileExistsError(f"{folder} exists; pass --overwrite to replace finished windows")
+        retired = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, folder)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in window.json")
+
+
+def format_window_info(record: dict[str, Any]) -> str:
+    """The human-readable summary beside ``window.json``."""
+    metrics = record.get("metrics", {})
+    lines = [
+        f"window: {record.get('window_id')}",
+        f"status: {record.get('status')}",
+        f"bundle adjustment: {record.get('ba')}" + (f" ({record['ba_reason']})" if record.get("ba_reason") else ""),
+        f"frames ({len(record.get('frames', []))}):",
+        *(f"  {f['name']}  {f['width']}x{f['height']}  <- {f['source']}" for f in record.get("frames", [])),
+        "metrics:",
+        *(f"  {k}: {v}" for k, v in metrics.items()),
+        "timings (s):",
+        *(f"  {k}: {v:.3f}" for k, v in record.get("timings", {}).items()),
+        f"model: {record.get('provenance', {}).get('model_source')}",
+        f"vae_pipeline {record.get('provenance', {}).get('package_version')}",
+    ]
+    return "\n".join(lines) + "\n"

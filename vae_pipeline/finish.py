@@ -1,0 +1,141 @@
+"""Stage 3: reconstruct one window and write its folder. Runs in CPU worker processes, so no torch here."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from .frames import decode_image, needs_normalized_copy
+from .export.window_folder import FrameFile, write_window_folder
+from .jobs import WindowJob, WindowOutcome, describe_error
+from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
+
+log = logging.getLogger(__name__)
+
+VIDEO_FRAMES_FOLDER = "frames"
+
+
+@dataclass(frozen=True)
+class FinishSettings:
+    """What a worker needs besides the window itself (picklable, the same for every window of a run)."""
+
+    output_dir: Path
+    reconstruction: ReconstructionOptions
+    provenance: dict[str, Any]
+    colmap_text: bool = False
+    save_depth: bool = False
+    overwrite: bool = False
+
+
+def video_frames_dir(output_dir: Path, sequence_name: str) -> Path:
+    """Where a video sequence's decoded frames are written once, for every window to link to."""
+    return output_dir / sequence_name / VIDEO_FRAMES_FOLDER
+
+
+def finish_window(job: WindowJob, prediction: WindowPrediction, settings: FinishSettings) -> WindowOutcome:
+    """Reconstruct ``job`` from its prediction and write its folder; any error becomes a failed outcome."""
+    start = time.perf_counter()
+    try:
+        options = dataclasses.replace(settings.reconstruction, window_id=job.window_id)
+        result = reconstruct_window(prediction, options)
+        record = window_record(job, prediction, result, settings)
+        write_start = time.perf_counter()
+        write_window_folder(
+            job.folder(settings.output_dir),
+            result.reconstruction,
+            result.points_xyz,
+            result.points_rgb,
+            frame_files(job, settings.output_dir),
+            record,
+            colmap_text=settings.colmap_text,
+            depth=prediction.depth if settings.save_depth else None,
+            depth_conf=prediction.depth_conf if settings.save_depth else None,
+            overwrite=settings.overwrite,
+        )
+        timings = {**result.info.get("timings", {}), "write_s": time.perf_counter() - write_start}
+        return WindowOutcome.for_job(
+            job,
+            settings.output_dir,
+            "ok",
+            ba=result.info.get("ba"),
+            reason=result.info.get("ba_reason"),
+            metrics=result.info.get("metrics", {}),
+            timings={**timings, "finish_s": time.perf_counter() - start},
+        )
+    except Exception as exc:
+        log.debug("window %s failed:\n%s", job.window_id, traceback.format_exc())
+        return WindowOutcome.for_job(job, settings.output_dir, "failed", reason=describe_error(exc))
+
+
+def frame_files(job: WindowJob, output_dir: Path) -> list[FrameFile]:
+    """What ``images/`` holds: links to the input files, upright copies of files that a reader ignoring EXIF
+    orientation or transparency would see otherwise, and links to a video's saved frames."""
+    files = []
+    for i in job.frame_indices:
+        frame = job.sequence.frames[i]
+        if job.sequence.is_video:
+            files.append(FrameFile(frame.name, video_frames_dir(output_dir, job.sequence.name) / frame.name))
+        elif needs_normalized_copy(frame.path):
+            files.append(FrameFile(frame.name, frame.path, decode_image(frame.path)))
+        else:
+            files.append(FrameFile(frame.name, frame.path))
+    return files
+
+
+def window_record(
+    job: WindowJob, prediction: WindowPrediction, result: ReconstructionResult, settings: FinishSettings
+) -> dict[str, Any]:
+    """What ``window.json`` holds: frames, cameras, outcome, metrics, timings and provenance."""
+    reconstruction = result.reconstruction
+    images = {image.name: image for image in reconstruction.images.values()}
+    cameras = []
+    for name in prediction.names:
+        image = images.get(name)
+        if image is None:
+            continue
+        camera = reconstruction.cameras[image.camera_id]
+        cameras.append(
+            {
+                "image": name,
+                "image_id": image.image_id,
+                "camera_id": image.camera_id,
+                "model": camera.model.name,
+                "width": camera.width,
+                "height": camera.height,
+                "params": camera.params.tolist(),
+                "cam_from_world": image.cam_from_world().matrix().tolist(),
+            }
+        )
+    frames = [
+        {
+            "name": name,
+            "source": str(job.sequence.frames[i].path),
+            "video_index": job.sequence.frames[i].video_index,
+            "width": int(size[0]),
+            "height": int(size[1]),
+        }
+        for name, i, size in zip(prediction.names, job.frame_indices, prediction.original_sizes)
+    ]
+    h, w = prediction.model_hw
+    info = result.info
+    return {
+        "window_id": job.window_id,
+        "sequence": job.sequence.name,
+        "window": job.window_index,
+        "batch": job.batch_index,
+        "status": info.get("status", "ok"),
+        "ba": info.get("ba"),
+        "ba_reason": info.get("ba_reason"),
+        "model_input": {"width": w, "height": h},
+        "frames": frames,
+        "cameras": cameras,
+        "metrics": info.get("metrics", {}),
+        "timings": info.get("timings", {}),
+        "provenance": settings.provenance,
+    }
