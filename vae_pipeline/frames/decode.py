@@ -51,7 +51,7 @@ def _to_rgb_u8(image: Image.Image) -> np.ndarray:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
     # 16-bit RGB PNG/TIFF arrive as RGB already reduced by Pillow (high byte, at most 1 level below x / 257).
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return np.array(image.convert("RGB"))
 
 
 def decode_image(path: Path) -> np.ndarray:
