@@ -17,7 +17,6 @@ from torch import nn
 
 from .layers import Mlp
 
-# Window cells (i, j) of the correlation lookup sit at x offset i - r and y offset j - r, in i-major order.
 # Motion embedding frequencies are linear in the channel index: lambda_m = 2m * MOTION_FREQ_SCALE / channels.
 MOTION_FREQ_SCALE = 1000.0
 # Base of the geometric frequencies of the 2D sin/cos table over the feature grid.
@@ -252,6 +251,8 @@ class Tracker(nn.Module):
         self.ffeat_updater = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.GELU())
         self.vis_predictor = nn.Sequential(nn.Linear(latent_dim, 1))
         self.conf_predictor = nn.Sequential(nn.Linear(latent_dim, 1))
+        # Window cell (i, j) sits at x offset i - r and y offset j - r, cells in i-major order: the transpose of
+        # the usual row-major window, which the trained correlation MLP expects.
         offsets = torch.arange(-corr_radius, corr_radius + 1, dtype=torch.float32)
         x_offsets, y_offsets = torch.meshgrid(offsets, offsets, indexing="ij")
         self.register_buffer("window_offsets", torch.stack([x_offsets, y_offsets], dim=-1).view(-1, 2), persistent=False)
