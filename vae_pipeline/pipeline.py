@@ -85,12 +85,13 @@ def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[Windo
     return jobs
 
 
-def provenance(options: PipelineOptions) -> dict[str, Any]:
+def provenance(options: PipelineOptions, fingerprint: bool = True) -> dict[str, Any]:
+    """Where a result came from: package, model (with a fingerprint of its weights) and every flag."""
     return {
         "package": "vae_pipeline",
         "package_version": __version__,
         "model_source": options.model_source,
-        "model_fingerprint": checkpoint_fingerprint(options.model_source),
+        "model_fingerprint": checkpoint_fingerprint(options.model_source) if fingerprint else None,
         "torch_version": torch.__version__,
         "flags": options.as_record(),
     }
@@ -170,17 +171,19 @@ def run_pipeline(options: PipelineOptions, progress: bool = True) -> RunSummary:
         "%d sequence(s), %d frames, %d windows (%d finished earlier, %d to do)",
         len(sequences), sum(len(s.frames) for s in sequences), len(jobs), len(jobs) - len(pending), len(pending),
     )
+    stats = ForwardStats()
+    outcomes: list[WindowOutcome] = []
+    model = None
+    if pending:
+        log.info("loading model %s on %s", options.model_source, device)
+        model = load_vggt(options.model_source, device=device)
+    run_provenance = provenance(options, fingerprint=model is not None)
     manifest = Manifest(output_dir)
     pending_ids = {id(job) for job in pending}
     for job in jobs:
         if id(job) not in pending_ids:
             manifest.add(WindowOutcome.for_job(job, output_dir, "skipped", reason="finished in an earlier run"))
-    stats = ForwardStats()
-    outcomes: list[WindowOutcome] = []
-    run_provenance = provenance(options)
-    if pending:
-        log.info("loading model %s on %s", options.model_source, device)
-        model = load_vggt(options.model_source, device=device)
+    if model is not None:
         settings = FinishSettings(
             output_dir, options.reconstruction, run_provenance,
             colmap_text=options.colmap_text, save_depth=options.save_depth, overwrite=options.overwrite,
@@ -192,8 +195,12 @@ def run_pipeline(options: PipelineOptions, progress: bool = True) -> RunSummary:
             if outcome.status == "failed":
                 log.warning("window %s failed: %s", outcome.window_id, outcome.reason)
 
-        run_overlapped(model, pending, options, settings, record, stats=stats, progress=progress)
-    manifest.close()
+        try:
+            run_overlapped(model, pending, options, settings, record, stats=stats, progress=progress)
+        finally:
+            manifest.close()
+    else:
+        manifest.close()
     summary = RunSummary(
         windows=len(jobs),
         written=sum(o.status == "ok" for o in outcomes),
