@@ -1,0 +1,127 @@
+"""The data that crosses the reconstruction boundary: one window's predictions in, a COLMAP model out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycolmap
+
+CAMERA_TYPES = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
+
+
+@dataclass
+class WindowPrediction:
+    """One window's predictions at model resolution (numpy arrays, S frames of h x w pixels).
+
+    Pixel coordinates here follow OpenCV (the centre of the first pixel is (0, 0)), as VGGT predicts them.
+
+    names: S frame file names, used as COLMAP image names.
+    images: uint8 [S, h, w, 3], the frames as the model saw them (RGB).
+    extrinsic: [S, 3, 4] camera-from-world, OpenCV axes.
+    intrinsic: [S, 3, 3] at model resolution.
+    original_sizes: [S, 2] as (width, height) of the frames on disk.
+    depth, depth_conf: [S, h, w]; without depth, BA triangulates its points from the tracks.
+    model_to_original: [S, 4] as (sx, sy, ox, oy) with x_original = sx * x_model + ox in COLMAP pixel-centre
+        convention; None means a plain resize of the whole frame.
+    tracks: [S, N, 2] model-resolution pixels and track_vis [S, N] in [0, 1] (VGGT's track head); None lets the
+        weight-free tracker compute tracks from ``images``.
+    """
+
+    names: list[str]
+    images: np.ndarray
+    extrinsic: np.ndarray
+    intrinsic: np.ndarray
+    original_sizes: np.ndarray
+    depth: np.ndarray | None = None
+    depth_conf: np.ndarray | None = None
+    model_to_original: np.ndarray | None = None
+    tracks: np.ndarray | None = None
+    track_vis: np.ndarray | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.names)
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field whose shape does not fit the others."""
+        s = self.num_frames
+        h, w = self.model_hw
+        expected = {
+            "images": (s, h, w, 3),
+            "extrinsic": (s, 3, 4),
+            "intrinsic": (s, 3, 3),
+            "original_sizes": (s, 2),
+            "depth": (s, h, w),
+            "depth_conf": (s, h, w),
+            "model_to_original": (s, 4),
+        }
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is not None and tuple(np.shape(value)) != shape:
+                raise ValueError(f"WindowPrediction.{name} has shape {tuple(np.shape(value))}, expected {shape}")
+        if self.images.dtype != np.uint8:
+            raise ValueError(f"WindowPrediction.images must be uint8, got {self.images.dtype}")
+        if self.tracks is not None:
+            if self.tracks.ndim != 3 or self.tracks.shape[0] != s or self.tracks.shape[2] != 2:
+                raise ValueError(f"WindowPrediction.tracks has shape {self.tracks.shape}, expected ({s}, N, 2)")
+            if self.track_vis is not None and self.track_vis.shape != self.tracks.shape[:2]:
+                raise ValueError(
+                    f"WindowPrediction.track_vis has shape {self.track_vis.shape}, expected {self.tracks.shape[:2]}"
+                )
+
+
+@dataclass
+class ReconstructionOptions:
+    """The CLI's reconstruction flags (snake case, same defaults) plus the window's identity.
+
+    max_reproj_error is in pixels of the ORIGINAL frames. tracker: "klt" or "sift" (weight-free, computed from the
+    images) or "vggt" (tracks come with the prediction, from VGGT's track head). window_id (e.g.
+    "seq/window_003") and seed together seed every random choice, so a window's output does not depend on the
+    batch it ran in.
+    """
+
+    use_ba: bool = True
+    max_reproj_error: float = 8.0
+    shared_camera: bool = True
+    camera_type: str = "SIMPLE_PINHOLE"
+    vis_thresh: float = 0.2
+    query_frame_num: int = 8
+    max_query_pts: int = 4096
+    fine_tracking: bool = True
+    conf_thres_value: float = 5.0
+    max_points: int = 100000
+    tracker: str = "klt"
+    seed: int = 42
+    min_track_length: int = 2
+    window_id: str = ""
+
+    def validate(self) -> None:
+        if self.camera_type not in CAMERA_TYPES:
+            raise ValueError(f"camera_type {self.camera_type!r} is not one of {', '.join(CAMERA_TYPES)}")
+        if self.max_reproj_error <= 0:
+            raise ValueError(f"max_reproj_error must be positive, got {self.max_reproj_error}")
+        if self.query_frame_num < 1 or self.max_query_pts < 1 or self.max_points < 1:
+            raise ValueError("query_frame_num, max_query_pts and max_points must be at least 1")
+        if self.min_track_length < 2:
+            raise ValueError(f"min_track_length must be at least 2, got {self.min_track_length}")
+
+
+@dataclass
+class ReconstructionResult:
+    """A window's COLMAP model in original-frame pixels, ready for ``reconstruction.write(path)``.
+
+    points_xyz [P, 3] float64 and points_rgb [P, 3] uint8 are the reconstruction's 3D points in point-id order
+    (ids 1..P), for the PLY writer. info is what window.json records: status, ba ("ok" | "failed" | "off"),
+    ba_reason, metrics and timings.
+    """
+
+    reconstruction: pycolmap.Reconstruction
+    points_xyz: np.ndarray
+    points_rgb: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
