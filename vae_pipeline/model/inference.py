@@ -45,6 +45,7 @@ def predict(
     Returns:
         The keys of ``VGGT.forward`` for the requested heads (``images`` included in eval mode), plus with
         ``camera`` the ``extrinsic`` ``[B, S, 3, 4]`` and ``intrinsic`` ``[B, S, 3, 3]`` at the input size.
+        Every tensor is float32.
     """
     if images.dim() == 4:
         images = images[None]
@@ -56,6 +57,11 @@ def predict(
     )
     with torch.no_grad(), precision:
         predictions = model.run_heads(images, camera=camera, depth=depth, points=points, query_points=query_points)
+    # The track head's scores come out of autocast in reduced precision, which NumPy cannot take.
+    predictions = {
+        name: value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+        for name, value in predictions.items()
+    }
     if camera:
         predictions["extrinsic"], predictions["intrinsic"] = pose_encoding_to_extri_intri(
             predictions["pose_enc"], images.shape[-2:]

@@ -24,7 +24,7 @@ class RopeTables(NamedTuple):
 
 def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
     """Rotate ``x`` ``[..., N, head_dim]`` by the angles of ``tables`` (each ``[N, head_dim]``)."""
-    # Channels are (axis, half-of-pair, frequency): swap the pair halves within each axis, negating the first.
+    # Channels are (axis, pair half, frequency); within each axis the halves (a, b) become (-b, a).
     first, second = x.unflatten(-1, (2, 2, -1)).unbind(-2)
     rotated = torch.stack((-second, first), dim=-2).flatten(-3)
     return x * tables.cos + rotated * tables.sin
@@ -36,7 +36,7 @@ class RotaryPositionEmbedding2D(nn.Module):
     Args:
         head_dim: channels per attention head, a multiple of 4 (two axes, each split into rotation pairs).
         base: frequency base; axis channel pair ``m`` turns at ``base ** (-m / (head_dim / 4))`` per position.
-        max_cached: number of (grid, frames, device, dtype) tables kept; a video run uses one or two.
+        max_cached: number of table sets kept; one image size needs two (frame and global attention).
     """
 
     def __init__(self, head_dim: int, base: float = 100.0, max_cached: int = 8) -> None:
