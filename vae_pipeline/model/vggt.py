@@ -77,7 +77,9 @@ class VGGT(nn.Module):
             else None
         )
 
-    def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    def forward(
+        self, images: torch.Tensor, query_points: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Run every enabled head (the track head only with query points).
 
         Args:
@@ -132,8 +134,13 @@ class VGGT(nn.Module):
         does; the track head runs under the caller's autocast.
         """
         requested = {"camera": camera, "depth": depth, "points": points, "track": query_points is not None}
-        heads = {"camera": self.camera_head, "depth": self.depth_head, "points": self.point_head, "track": self.track_head}
-        disabled = [name for name, wanted in requested.items() if wanted and heads[name] is None]
+        modules = {
+            "camera": self.camera_head,
+            "depth": self.depth_head,
+            "points": self.point_head,
+            "track": self.track_head,
+        }
+        disabled = [name for name, wanted in requested.items() if wanted and modules[name] is None]
         if disabled:
             raise ValueError(f"requested heads {disabled} are disabled in this model's config")
 
