@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -157,8 +157,35 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def run_pipeline(options: PipelineOptions, progress: bool = True) -> RunSummary:
-    """Run every window under ``options.input_dir``; finished windows of earlier runs are skipped."""
+def run_serial(
+    model: torch.nn.Module,
+    jobs: list[WindowJob],
+    options: PipelineOptions,
+    settings: FinishSettings,
+    on_outcome: Callable[[WindowOutcome], None],
+    stats: ForwardStats,
+) -> None:
+    """The straightforward loop: each batch loads its frames, runs its forward pass and finishes its windows,
+    one stage after another, before the next batch starts."""
+    batch_size = options.folder_batch_size
+    for batch_idx, start in enumerate(range(0, len(jobs), batch_size)):
+        batch = jobs[start : start + batch_size]
+        for outcome in process_window_batch(model, batch, batch_idx, options, settings=settings, stats=stats):
+            on_outcome(outcome)
+
+
+def run_pipeline(
+    options: PipelineOptions,
+    progress: bool = True,
+    *,
+    model: torch.nn.Module | None = None,
+    overlapped: bool = True,
+) -> RunSummary:
+    """Run every window under ``options.input_dir``; finished windows of earlier runs are skipped.
+
+    ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models);
+    ``overlapped=False`` runs the stages one after another (``run_serial``) instead of concurrently.
+    """
     from .executor import run_overlapped
 
     start = time.perf_counter()
@@ -173,33 +200,35 @@ def run_pipeline(options: PipelineOptions, progress: bool = True) -> RunSummary:
     )
     stats = ForwardStats()
     outcomes: list[WindowOutcome] = []
-    model = None
-    if pending:
+    loaded_here = model is None and bool(pending)
+    if loaded_here:
         log.info("loading model %s on %s", options.model_source, device)
         model = load_vggt(options.model_source, device=device)
-    run_provenance = provenance(options, fingerprint=model is not None)
+    elif model is not None:
+        device = next(model.parameters()).device
+    run_provenance = provenance(options, fingerprint=loaded_here)
     manifest = Manifest(output_dir)
     pending_ids = {id(job) for job in pending}
     for job in jobs:
         if id(job) not in pending_ids:
             manifest.add(WindowOutcome.for_job(job, output_dir, "skipped", reason="finished in an earlier run"))
-    if model is not None:
-        settings = FinishSettings(
-            output_dir, options.reconstruction, run_provenance,
-            colmap_text=options.colmap_text, save_depth=options.save_depth, overwrite=options.overwrite,
-        )
+    settings = FinishSettings(
+        output_dir, options.reconstruction, run_provenance,
+        colmap_text=options.colmap_text, save_depth=options.save_depth, overwrite=options.overwrite,
+    )
 
-        def record(outcome: WindowOutcome) -> None:
-            outcomes.append(outcome)
-            manifest.add(outcome)
-            if outcome.status == "failed":
-                log.warning("window %s failed: %s", outcome.window_id, outcome.reason)
+    def record(outcome: WindowOutcome) -> None:
+        outcomes.append(outcome)
+        manifest.add(outcome)
+        if outcome.status == "failed":
+            log.warning("window %s failed: %s", outcome.window_id, outcome.reason)
 
-        try:
+    try:
+        if pending and overlapped:
             run_overlapped(model, pending, options, settings, record, stats=stats, progress=progress)
-        finally:
-            manifest.close()
-    else:
+        elif pending:
+            run_serial(model, pending, options, settings, record, stats)
+    finally:
         manifest.close()
     summary = RunSummary(
         windows=len(jobs),

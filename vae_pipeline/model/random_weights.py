@@ -18,6 +18,25 @@ from .vggt import VGGT
 
 FOV_BIAS = 0.25  # per camera iteration; four iterations accumulate to about 1 rad
 
+# The reduced architecture of shared/vggt/parity/conv: every structural feature of VGGT-1B at 1/1000 of its size,
+# for tests and CPU demos.
+SMALL_CONFIG = VGGTConfig(
+    patch_embed="conv",
+    embed_dim=64,
+    depth=2,
+    num_heads=4,
+    cached_layer_indices=(0, 1),
+    camera_trunk_depth=1,
+    camera_num_heads=4,
+    dpt_features=16,
+    dpt_out_channels=(8, 16, 32, 32),
+    dpt_layers=(0, 0, 1, 1),
+    track_features=16,
+    track_out_channels=(8, 16, 32, 32),
+    track_layers=(0, 0, 1, 1),
+    track_hidden_size=32,
+)
+
 
 @torch.no_grad()
 def randomize_(model: VGGT, seed: int = 0) -> VGGT:
