@@ -161,6 +161,9 @@ def load_vggt(
         dtype: floating-point dtype of the parameters and buffers; None gives float32 whatever the checkpoint
             stores.
 
+    On the CPU in float32, the tensors stay memory-mapped from the checkpoint file (copy-on-write), so pages are
+    read as they are used; overwriting that file while the model is in use is not safe.
+
     Raises:
         CheckpointError: the source is missing, unreadable, not a state dict, or does not match the architecture.
     """
@@ -191,7 +194,8 @@ def _parameters_on_meta() -> Iterator[None]:
 
     ``load_state_dict(assign=True)`` then adopts the checkpoint's tensors, so VGGT-1B's 5 GB exist once, and no
     time goes into a random initialisation that would be overwritten. ``torch.device("meta")`` alone would also
-    empty the non-persistent buffers, which no checkpoint restores.
+    empty the non-persistent buffers, which no checkpoint restores. The hook is process-wide while it is
+    registered, so only the model's construction runs inside.
     """
 
     def to_meta(module: nn.Module, name: str, param: nn.Parameter) -> nn.Parameter:
