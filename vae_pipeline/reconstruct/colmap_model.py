@@ -32,6 +32,11 @@ class CameraSet:
         camera.params = self.params[index]
         return camera
 
+    def calibration_matrices(self) -> np.ndarray:
+        """[S, 3, 3] pinhole part (focal lengths, principal point) of each image's camera."""
+        per_camera = [self.to_pycolmap(index).calibration_matrix() for index in range(len(self.params))]
+        return np.stack([per_camera[index] for index in self.image_camera])
+
 
 @dataclass
 class Observations:

@@ -12,20 +12,25 @@ import numpy as np
 
 from .colmap_model import CameraSet, Observations
 from .geometry import unproject_pixels
-from .pixels import intrinsics_to_original, model_pixels_to_original
+from .pixels import content_boxes, intrinsics_to_original, model_pixels_to_original
 from .types import WindowPrediction
 
 
 def confident_pixels(
-    depth: np.ndarray, depth_conf: np.ndarray | None, conf_thres_value: float, max_points: int,
-    rng: np.random.Generator,
+    depth: np.ndarray, depth_conf: np.ndarray | None, boxes: np.ndarray, conf_thres_value: float,
+    max_points: int, rng: np.random.Generator,
 ) -> np.ndarray:
     """[P, 3] (frame, row, column) of the kept pixels in frame-major order.
 
-    Kept: finite positive depth with confidence >= conf_thres_value (every such pixel without a confidence
-    map), at most ``max_points`` of them drawn uniformly without replacement.
+    Kept: pixels inside their frame's content box [S, 4] (not padding) with finite positive depth and
+    confidence >= conf_thres_value (every such pixel without a confidence map), at most ``max_points`` of
+    them drawn uniformly without replacement.
     """
-    keep = np.isfinite(depth) & (depth > 0)
+    _, height, width = depth.shape
+    columns, rows = np.arange(width)[None, None, :], np.arange(height)[None, :, None]
+    left, top, right, bottom = (boxes[:, i, None, None] for i in range(4))
+    keep = (columns > left) & (columns < right) & (rows > top) & (rows < bottom)
+    keep &= np.isfinite(depth) & (depth > 0)
     if depth_conf is not None:
         keep &= depth_conf >= conf_thres_value
     pixels = np.argwhere(keep)
@@ -56,7 +61,8 @@ def feedforward_model(
         empty = Observations(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2)))
         return cameras, poses, np.zeros((0, 3)), np.zeros((0, 3), np.uint8), empty
 
-    pixels = confident_pixels(prediction.depth, prediction.depth_conf, conf_thres_value, max_points, rng)
+    boxes = content_boxes(mapping, prediction.original_sizes, prediction.model_hw)
+    pixels = confident_pixels(prediction.depth, prediction.depth_conf, boxes, conf_thres_value, max_points, rng)
     frame, row, column = pixels[:, 0], pixels[:, 1], pixels[:, 2]
     uv = np.stack([column, row], axis=1).astype(np.float64)
     depth = prediction.depth[frame, row, column].astype(np.float64)

@@ -37,8 +37,6 @@ def window_tracks(prediction: WindowPrediction, mapping: np.ndarray, options: Re
         vis = (np.ones(prediction.tracks.shape[:2]) if prediction.track_vis is None
                else np.asarray(prediction.track_vis, dtype=np.float64))
         return Tracks(np.asarray(prediction.tracks, dtype=np.float64), vis, np.argmax(vis, axis=0))
-    if options.tracker == GIVEN_TRACKER:
-        raise ValueError("tracker 'vggt' needs the prediction's tracks (VGGT's track head); none were given")
     boxes = content_boxes(mapping, prediction.original_sizes, prediction.model_hw)
     query_frames = select_query_frames(prediction.num_frames, options.query_frame_num)
     return TRACKERS[options.tracker](
@@ -54,7 +52,6 @@ def initial_model(
     Points come from the predicted depth at the track's query pixel (bilinear) unprojected with the query
     frame's camera, or, without depth, from linear triangulation of the visible observations.
     """
-    num_frames = prediction.num_frames
     k_original = intrinsics_to_original(prediction.intrinsic, mapping)
     cameras = initial_cameras(k_original, prediction.original_sizes, options.camera_type, options.shared_camera)
     poses = np.asarray(prediction.extrinsic, dtype=np.float64)
@@ -72,13 +69,8 @@ def initial_model(
             points[selected] = unproject_pixels(query_uv[selected], depth, intrinsic, poses[frame])
             usable[selected] = np.isfinite(depth) & (depth > 0)
     else:
-        pinhole = np.zeros((num_frames, 3, 3))
-        params = cameras.params[cameras.image_camera]
-        focal_x = params[:, 0]
-        focal_y = params[:, 1] if cameras.model in ("PINHOLE", "OPENCV") else params[:, 0]
-        centre = params[:, 2:4] if cameras.model in ("PINHOLE", "OPENCV") else params[:, 1:3]
-        pinhole[:, 0, 0], pinhole[:, 1, 1], pinhole[:, :2, 2], pinhole[:, 2, 2] = focal_x, focal_y, centre, 1.0
-        points, usable = triangulate_dlt(xy, visible, pinhole, poses)
+        # The initial cameras have no distortion yet, so their pinhole matrices project exactly.
+        points, usable = triangulate_dlt(xy, visible, cameras.calibration_matrices(), poses)
 
     height, width = prediction.model_hw
     rounded = np.round(query_uv).astype(np.int64)
@@ -91,17 +83,24 @@ def initial_model(
     return keep_observations(model, np.ones(len(observations), dtype=bool), options.min_track_length)
 
 
+def _mean_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else 0.0
+
+
 def _result(names: list[str], model: Model, info: dict[str, Any]) -> ReconstructionResult:
     reconstruction = build_reconstruction(
         names, model.cameras, model.poses, model.points, model.colours, model.observations
     )
+    # points3D.bin stores each point's mean reprojection error; compute it rather than leave it unset.
+    reconstruction.update_point_3d_errors()
     errors = model.errors()
     info["metrics"].update(
         registered_frames=reconstruction.num_reg_images(),
         points=len(model.points),
         observations=len(model.observations),
         mean_track_length=len(model.observations) / max(len(model.points), 1),
-        mean_reproj_error=float(errors.mean()) if len(errors) else 0.0,
+        mean_reproj_error=_mean_finite(errors),
     )
     return ReconstructionResult(reconstruction, model.points, model.colours, info)
 
@@ -111,46 +110,57 @@ def _feedforward(prediction: WindowPrediction, mapping: np.ndarray, options: Rec
     return Model(*feedforward_model(prediction, mapping, options.conf_thres_value, options.max_points, rng))
 
 
+def _bundle_adjusted(
+    prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions, info: dict[str, Any]
+) -> Model:
+    """Tracks -> initial model -> bundle adjustment, recording metrics and timings in ``info`` on the way."""
+    tracking_start = time.perf_counter()
+    tracks = window_tracks(prediction, mapping, options)
+    info["timings"]["tracking_s"] = time.perf_counter() - tracking_start
+    info["metrics"]["tracks"] = tracks.num_tracks
+    ba_start = time.perf_counter()
+    try:
+        initial = initial_model(prediction, tracks, mapping, options)
+        info["metrics"]["initial_observations"] = len(initial.observations)
+        info["metrics"]["mean_reproj_error_before_ba"] = _mean_finite(initial.errors())
+        return bundle_adjust(prediction.names, initial, options.max_reproj_error, options.min_track_length)
+    finally:
+        info["timings"]["ba_s"] = time.perf_counter() - ba_start
+
+
 def reconstruct_window(
     prediction: WindowPrediction, options: ReconstructionOptions | None = None
 ) -> ReconstructionResult:
     """A COLMAP model of one window in ORIGINAL-frame pixels (see DESIGN.md for the contract).
 
-    With ``use_ba`` the model is bundle-adjusted from tracks; when that fails the feed-forward model is returned
-    with info["ba"] = "failed" and info["ba_reason"]. Same inputs, seed and window_id give the same output.
+    With ``use_ba`` the model is bundle-adjusted from tracks; when that fails (too few observations, solver
+    failure, implausible cameras) the feed-forward model is returned with info["ba"] = "failed" and
+    info["ba_reason"]. Same inputs, seed and window_id give the same output.
     """
     options = options or ReconstructionOptions()
     options.validate()
     if options.tracker != GIVEN_TRACKER and options.tracker not in TRACKERS:
         raise ValueError(f"tracker {options.tracker!r} is not one of {', '.join([*TRACKERS, GIVEN_TRACKER])}")
+    if options.use_ba and options.tracker == GIVEN_TRACKER and prediction.tracks is None:
+        raise ValueError("tracker 'vggt' needs the prediction's tracks (VGGT's track head); none were given")
     prediction.validate()
     start = time.perf_counter()
     mapping = resolve_model_to_original(prediction.model_to_original, prediction.model_hw, prediction.original_sizes)
     info: dict[str, Any] = {"status": "ok", "ba": "off", "metrics": {}, "timings": {}}
-    if not options.use_ba:
-        result = _result(prediction.names, _feedforward(prediction, mapping, options), info)
-        result.info["timings"]["total_s"] = time.perf_counter() - start
-        return result
-
-    info["tracker"] = "given" if prediction.tracks is not None else options.tracker
-    tracking_start = time.perf_counter()
-    tracks = window_tracks(prediction, mapping, options)
-    info["timings"]["tracking_s"] = time.perf_counter() - tracking_start
-    info["metrics"]["tracks"] = tracks.num_tracks
-
-    ba_start = time.perf_counter()
-    try:
-        initial = initial_model(prediction, tracks, mapping, options)
-        info["metrics"]["initial_observations"] = len(initial.observations)
-        before = initial.errors()
-        info["metrics"]["mean_reproj_error_before_ba"] = float(before[np.isfinite(before)].mean()) if len(before) else 0.0
-        model = bundle_adjust(prediction.names, initial, options.max_reproj_error, options.min_track_length)
-        info["ba"] = "ok"
-    except (BundleAdjustmentError, RuntimeError, np.linalg.LinAlgError) as error:
-        info["ba"] = "failed"
-        info["ba_reason"] = f"{type(error).__name__}: {error}" if not isinstance(error, BundleAdjustmentError) else str(error)
+    if options.use_ba:
+        info["tracker"] = "given" if prediction.tracks is not None else options.tracker
+        try:
+            model = _bundle_adjusted(prediction, mapping, options, info)
+            info["ba"] = "ok"
+        except (RuntimeError, np.linalg.LinAlgError) as error:
+            # BundleAdjustmentError is a RuntimeError; anything else is pycolmap or NumPy giving up.
+            info["ba"] = "failed"
+            info["ba_reason"] = (
+                str(error) if isinstance(error, BundleAdjustmentError) else f"{type(error).__name__}: {error}"
+            )
+            model = _feedforward(prediction, mapping, options)
+    else:
         model = _feedforward(prediction, mapping, options)
-    info["timings"]["ba_s"] = time.perf_counter() - ba_start
     result = _result(prediction.names, model, info)
     result.info["timings"]["total_s"] = time.perf_counter() - start
     return result
