@@ -13,16 +13,16 @@ import json
 import logging
 import sys
 import tempfile
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from vae_pipeline.cli import options_from_args, build_parser
+from vae_pipeline.cli import build_parser, options_from_args
 from vae_pipeline.errors import usage_errors
 from vae_pipeline.export.compare import compare_outputs
 from vae_pipeline.model import VGGTConfig, load_vggt
+from vae_pipeline.model.inference import prepare_for_inference
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
 from vae_pipeline.pipeline import RunSummary, resolve_device, run_pipeline
 
@@ -47,10 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, str]:
     source = str(args.checkpoint) if args.checkpoint else args.model
     if source:
-        return load_vggt(source, device=device), source
-    size = args.random_size or ("full" if device.type == "cuda" else "small")
-    config = VGGTConfig() if size == "full" else SMALL_CONFIG
-    return random_vggt(config).to(device), f"random weights ({size} architecture)"
+        model = load_vggt(source, device=device)
+    else:
+        size = args.random_size or ("full" if device.type == "cuda" else "small")
+        model = random_vggt(VGGTConfig() if size == "full" else SMALL_CONFIG).to(device)
+        source = f"random weights ({size} architecture)"
+    return prepare_for_inference(model, compile=args.compile), source
 
 
 def row(name: str, summary: RunSummary, frames_per_window: int) -> dict:

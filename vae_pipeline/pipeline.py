@@ -18,7 +18,8 @@ from .finish import FinishSettings, finish_window
 from .frames import Sequence, discover_sequences
 from .jobs import WindowJob, WindowOutcome
 from .model import load_vggt
-from .model.loading import checkpoint_fingerprint
+from .model.inference import prepare_for_inference
+from .model.loading import ResolvedCheckpoint, checkpoint_fingerprint, describe_source, resolve_checkpoint
 from .options import OptionsError, PipelineOptions
 from .stages import ForwardStats, FrameStore, WindowInputs, forward_windows
 from .windows import create_windows
@@ -85,13 +86,13 @@ def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[Windo
     return jobs
 
 
-def provenance(options: PipelineOptions, fingerprint: bool = True) -> dict[str, Any]:
-    """Where a result came from: package, model (with a fingerprint of its weights) and every flag."""
+def provenance(options: PipelineOptions, checkpoint: ResolvedCheckpoint | None = None) -> dict[str, Any]:
+    """Where a result came from: package, model (with a fingerprint of its weights when known) and every flag."""
     return {
         "package": "vae_pipeline",
         "package_version": __version__,
         "model_source": options.model_source,
-        "model_fingerprint": checkpoint_fingerprint(options.model_source) if fingerprint else None,
+        "model_fingerprint": checkpoint_fingerprint(checkpoint) if checkpoint is not None else None,
         "torch_version": torch.__version__,
         "flags": options.as_record(),
     }
@@ -200,13 +201,14 @@ def run_pipeline(
     )
     stats = ForwardStats()
     outcomes: list[WindowOutcome] = []
-    loaded_here = model is None and bool(pending)
-    if loaded_here:
-        log.info("loading model %s on %s", options.model_source, device)
-        model = load_vggt(options.model_source, device=device)
+    checkpoint = None
+    if model is None and pending:
+        checkpoint = resolve_checkpoint(options.model_source)
+        log.info("loading model %s on %s", describe_source(checkpoint), device)
+        model = prepare_for_inference(load_vggt(checkpoint, device=device), compile=options.compile)
     elif model is not None:
         device = next(model.parameters()).device
-    run_provenance = provenance(options, fingerprint=loaded_here)
+    run_provenance = provenance(options, checkpoint)
     manifest = Manifest(output_dir)
     pending_ids = {id(job) for job in pending}
     for job in jobs:

@@ -1,13 +1,39 @@
-"""The pipeline's inference entry: one VGGT pass computing only the requested outputs."""
+"""The pipeline's inference entry: one VGGT pass computing only the requested outputs, fast on CUDA.
+
+The fast recipe (``prepare_for_inference`` + ``predict``):
+- the aggregator's matrix weights (Linear, Conv) are stored in bf16, so autocast does not re-cast 0.9 B
+  parameters on every pass; norms, LayerScale, tokens and positional tables stay float32, so the residual stream
+  is promoted to float32 exactly as under the official autocast recipe - the matmuls see the same bf16 operands,
+  and the results equal the official recipe's up to summation order;
+- attention prefers cuDNN's kernel (1.5x faster than flash attention for VGGT's shapes on an H100), then flash,
+  memory-efficient and math, whichever accepts the inputs;
+- the camera, depth and point heads run in float32 (the official numerics); the DPT heads decode frames in chunks
+  so the peak memory of a batch does not grow with B * S full-resolution feature maps;
+- optionally ``torch.compile`` of the aggregator blocks (``--compile``), which fuses norms, RoPE and elementwise
+  work around the matmuls.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .pose_encoding import pose_encoding_to_extri_intri
 from .vggt import VGGT
+
+log = logging.getLogger(__name__)
+
+ATTENTION_PRIORITY = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+DPT_FRAMES_CHUNK = 8
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -20,6 +46,36 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
+def prepare_for_inference(
+    model: VGGT, *, trunk_dtype: torch.dtype | None = None, compile: bool = False
+) -> VGGT:
+    """Make ``model`` (already on its device) ready for ``predict``, in place; returns it.
+
+    ``trunk_dtype`` (default: ``autocast_dtype`` of the model's device, None on CPU) is the dtype the aggregator's
+    Linear and Conv weights are stored in; pass the same to ``predict``. ``compile`` wraps each aggregator block
+    in ``torch.compile``; the state-dict keys stay the same.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    trunk_dtype = trunk_dtype if trunk_dtype is not None else autocast_dtype(device)
+    if trunk_dtype is not None:
+        for module in model.aggregator.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.to(trunk_dtype)
+    if compile:
+        for blocks in (model.aggregator.frame_blocks, model.aggregator.global_blocks):
+            for block in blocks:
+                block.compile(dynamic=True)
+        log.info("aggregator blocks wrapped in torch.compile (compiled on the first batch)")
+    return model
+
+
+def trunk_dtype_of(model: VGGT) -> torch.dtype | None:
+    """The reduced dtype ``prepare_for_inference`` stored the aggregator's weights in, or None (float32)."""
+    dtype = model.aggregator.frame_blocks[0].attn.qkv.weight.dtype
+    return None if dtype == torch.float32 else dtype
+
+
 def predict(
     model: VGGT,
     images: torch.Tensor,
@@ -28,6 +84,7 @@ def predict(
     depth: bool = True,
     points: bool = False,
     query_points: torch.Tensor | None = None,
+    trunk_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
     """Run ``model`` without gradients on ``images`` and return only what is asked.
 
@@ -51,12 +108,20 @@ def predict(
         images = images[None]
     if query_points is not None and query_points.dim() == 2:
         query_points = query_points[None]
-    dtype = autocast_dtype(images.device)
+    dtype = trunk_dtype or trunk_dtype_of(model) or autocast_dtype(images.device)
     precision = (
         torch.autocast(device_type=images.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     )
-    with torch.no_grad(), precision:
-        predictions = model.run_heads(images, camera=camera, depth=depth, points=points, query_points=query_points)
+    attention = sdpa_kernel(ATTENTION_PRIORITY, set_priority=True) if images.is_cuda else contextlib.nullcontext()
+    with torch.no_grad(), precision, attention:
+        predictions = model.run_heads(
+            images,
+            camera=camera,
+            depth=depth,
+            points=points,
+            query_points=query_points,
+            dpt_frames_chunk=DPT_FRAMES_CHUNK,
+        )
     # The track head's scores come out of autocast in reduced precision, which NumPy cannot take.
     predictions = {
         name: value.float() if torch.is_tensor(value) and value.is_floating_point() else value

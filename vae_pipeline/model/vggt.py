@@ -126,11 +126,13 @@ class VGGT(nn.Module):
         depth: bool,
         points: bool,
         query_points: torch.Tensor | None = None,
+        dpt_frames_chunk: int | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Compute only the requested outputs; the aggregator keeps only the layers those heads read.
 
         ``images`` ``[B, S, 3, H, W]``, ``query_points`` ``[B, N, 2]`` (None: no tracks). Keys as in ``forward``
-        (without ``images``). The camera, depth and point heads run with autocast disabled, as the official model
+        (without ``images``). ``dpt_frames_chunk`` bounds how many frames the DPT heads decode at once (memory
+        only; the results are the same). The camera, depth and point heads run with autocast disabled, as the official model
         does; the track head runs under the caller's autocast.
         """
         requested = {"camera": camera, "depth": depth, "points": points, "track": query_points is not None}
@@ -153,10 +155,16 @@ class VGGT(nn.Module):
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
             if depth:
-                predictions["depth"], predictions["depth_conf"] = self.depth_head(tokens, images, start)
+                predictions["depth"], predictions["depth_conf"] = self.depth_head(
+                    tokens, images, start, frames_chunk_size=dpt_frames_chunk
+                )
             if points:
-                predictions["world_points"], predictions["world_points_conf"] = self.point_head(tokens, images, start)
+                predictions["world_points"], predictions["world_points_conf"] = self.point_head(
+                    tokens, images, start, frames_chunk_size=dpt_frames_chunk
+                )
         if query_points is not None:
-            track_list, predictions["vis"], predictions["conf"] = self.track_head(tokens, images, start, query_points)
+            track_list, predictions["vis"], predictions["conf"] = self.track_head(
+                tokens, images, start, query_points, frames_chunk_size=dpt_frames_chunk
+            )
             predictions["track"] = track_list[-1]
         return predictions
