@@ -29,6 +29,7 @@ from .finish import video_frames_dir
 from .jobs import WindowFailure, WindowJob, describe_error
 from .model.inference import predict
 from .reconstruct import ReconstructionOptions, WindowPrediction, reconstruct_window
+from .reconstruct.pixels import content_boxes
 from .reconstruct.tracking import detect_corners, select_query_frames, to_gray
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def _forward_group(
     """One forward pass for windows of one shape; with the VGGT tracker, reordered copies for extra query frames."""
     device = _device_of(model)
     images = torch.stack([w.pixels for w in group])
-    query_plans = [_vggt_query_plan(w, options) for w in group] if _wants_vggt_tracks(options) else None
+    query_plans = [plan_vggt_queries(w, options) for w in group] if _wants_vggt_tracks(options) else None
     if query_plans is not None:
         images, query_points = _with_query_orderings(images, query_plans)
     else:
@@ -224,21 +225,30 @@ def _wants_vggt_tracks(options: ReconstructionOptions) -> bool:
 
 
 @dataclass(frozen=True)
-class _QueryPlan:
+class QueryPlan:
     """Query frames of one window and, per query frame, the query pixels [N, 2] in that frame."""
 
     frames: tuple[int, ...]
     points: tuple[np.ndarray, ...]
 
 
-def _vggt_query_plan(inputs: WindowInputs, options: ReconstructionOptions) -> _QueryPlan:
-    """The weight-free tracker's query frames and corners, for VGGT's track head to follow instead."""
+def plan_vggt_queries(inputs: WindowInputs, options: ReconstructionOptions) -> QueryPlan:
+    """The weight-free tracker's query frames and corners (inside the frame's content, not on square-mode
+    padding), for VGGT's track head to follow instead."""
     frames = tuple(select_query_frames(len(inputs.frames), options.query_frame_num))
+    boxes = content_boxes(
+        np.array([f.model_to_original for f in inputs.frames]),
+        np.array([f.original_size for f in inputs.frames]),
+        inputs.frames[0].image_u8.shape[:2],
+    )
     grays = to_gray(np.stack([inputs.frames[f].image_u8 for f in frames]))
-    return _QueryPlan(frames=frames, points=tuple(detect_corners(g, options.max_query_pts) for g in grays))
+    none_taken = np.zeros((0, 2))
+    corners = [detect_corners(g, boxes[f], options.max_query_pts, none_taken) for g, f in zip(grays, frames)]
+    kept = [(f, c) for f, c in zip(frames, corners) if len(c)]  # a blank frame has nothing to track
+    return QueryPlan(frames=tuple(f for f, _ in kept), points=tuple(c for _, c in kept))
 
 
-def _with_query_orderings(images: torch.Tensor, plans: list[_QueryPlan]) -> tuple[torch.Tensor, torch.Tensor]:
+def _with_query_orderings(images: torch.Tensor, plans: list[QueryPlan]) -> tuple[torch.Tensor, torch.Tensor]:
     """Append, for every query frame q > 0, the window reordered to start at q (the track head tracks frame 0).
 
     Returns images [B', S, 3, h, w] (the B original windows first) and query points [B', N, 2], padded by
@@ -254,7 +264,7 @@ def _with_query_orderings(images: torch.Tensor, plans: list[_QueryPlan]) -> tupl
                 extra.append(images[b][_order_starting_at(q, images.shape[1])])
                 queries.append((len(windows) + len(extra) - 1, points))
     windows.extend(extra)
-    n = max(len(p) for _, p in queries)
+    n = max([len(p) for _, p in queries], default=1)
     padded = torch.zeros(len(windows), n, 2)
     for element, points in queries:
         pts = torch.from_numpy(np.asarray(points, dtype=np.float32))
@@ -268,11 +278,12 @@ def _order_starting_at(q: int, seq_len: int) -> list[int]:
 
 
 def _collect_tracks(
-    out: dict[str, Any], plans: list[_QueryPlan], b: int, num_windows: int
+    out: dict[str, Any], plans: list[QueryPlan], b: int, num_windows: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tracks [S, N_total, 2] and visibility [S, N_total] of window ``b``, back in the window's frame order."""
     element = num_windows + sum(sum(1 for q in p.frames if q != 0) for p in plans[:b])
-    tracks, vis = [], []
+    seq_len = out["track"].shape[1]
+    tracks, vis = [np.zeros((seq_len, 0, 2), np.float32)], [np.zeros((seq_len, 0), np.float32)]
     for q, points in zip(plans[b].frames, plans[b].points):
         n = len(points)
         if q == 0:
