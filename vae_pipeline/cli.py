@@ -12,9 +12,11 @@ from pathlib import Path
 
 from .options import DEFAULT_MODEL, RESIZE_MODES, OptionsError, PipelineOptions, default_num_workers
 from .reconstruct import ReconstructionOptions
+from .reconstruct.types import CAMERA_TYPES
+from .reconstruct.tracking import TRACKERS
 
 EXIT_OK, EXIT_WINDOWS_FAILED, EXIT_USAGE = 0, 1, 2
-CAMERA_TYPES = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
+TRACKER_NAMES = (*TRACKERS, "vggt")
 
 log = logging.getLogger("vae_pipeline")
 
@@ -63,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Local checkpoint (.pt/.pth/.safetensors or folder); overrides --model.")
     model.add_argument("--device", default="auto", help="Torch device: auto (CUDA if present), cuda, cuda:1, cpu.")
     model.add_argument("--resize-mode", choices=RESIZE_MODES, default="aspect",
-                       help="aspect: long side 518, aspect kept (more pixels per frame for wide video); "
-                       "square: the official demo's pad-to-square at 518x518.")
+                       help="aspect: long side 518, the other side scaled to keep the frame's shape (no padding: "
+                       "wide video needs fewer tokens); square: the official demo's pad-to-square at 518x518.")
     model.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                        help="torch.compile the model on CUDA (pays off on long runs; costs start-up time).")
     model.add_argument("--num-workers", type=int, default=default_num_workers(),
@@ -82,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="One camera (intrinsics) for all frames of a window.")
     rec.add_argument("--camera-type", choices=CAMERA_TYPES, default=defaults.camera_type,
                      help="COLMAP camera model refined by bundle adjustment.")
-    rec.add_argument("--tracker", default=defaults.tracker,
-                     help="Point tracker for bundle adjustment: a weight-free one (see README) or 'vggt' for "
-                     "VGGT's own track head (runs on the GPU).")
+    rec.add_argument("--tracker", choices=TRACKER_NAMES, default=defaults.tracker,
+                     help="Point tracker for bundle adjustment: klt (pyramidal Lucas-Kanade) or sift (SIFT "
+                     "matching), both weight-free on the CPU, or vggt: VGGT's own track head on the GPU.")
     rec.add_argument("--vis-thresh", type=float, default=defaults.vis_thresh,
                      help="Track observations with visibility below this are ignored.")
     rec.add_argument("--query-frame-num", type=int, default=defaults.query_frame_num,
