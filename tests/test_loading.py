@@ -15,6 +15,7 @@ import safetensors.torch
 import torch
 
 from vae_pipeline.model.config import VGGTConfig
+from vae_pipeline.model.random_weights import SMALL_CONFIG
 from vae_pipeline.model.loading import (
     CheckpointError,
     checkpoint_fingerprint,
@@ -28,31 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY = SHARED / "vggt" / "parity"
 
-# The reduced "conv" architecture of the parity data, written out so these tests need no ../shared.
-TINY = VGGTConfig(
-    patch_embed="conv",
-    embed_dim=64,
-    depth=2,
-    num_heads=4,
-    cached_layer_indices=(0, 1),
-    camera_trunk_depth=1,
-    camera_num_heads=4,
-    dpt_features=16,
-    dpt_out_channels=(8, 16, 32, 32),
-    dpt_layers=(0, 0, 1, 1),
-    track_features=16,
-    track_out_channels=(8, 16, 32, 32),
-    track_layers=(0, 0, 1, 1),
-    track_hidden_size=32,
-)
-
-
 def tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return {name: tensor.clone() for name, tensor in VGGT(TINY).state_dict().items()}
+    return {name: tensor.clone() for name, tensor in VGGT(SMALL_CONFIG).state_dict().items()}
 
 
-def write_config(folder: Path, config: VGGTConfig = TINY) -> Path:
+def write_config(folder: Path, config: VGGTConfig = SMALL_CONFIG) -> Path:
     path = folder / "config.json"
     path.write_text(json.dumps(config.to_dict()))
     return path
@@ -98,7 +80,7 @@ class LocalSourceTest(LoadingTestCase):
         safetensors.torch.save_file(self.state_dict, self.tmp / "weights.safetensors")
         model = load_vggt(str(self.tmp / "weights.safetensors"))
         self.assert_loaded(model)
-        self.assertEqual(model.config, TINY)
+        self.assertEqual(model.config, SMALL_CONFIG)
 
     def test_folder_prefers_model_safetensors_over_model_pt(self) -> None:
         write_config(self.tmp)
@@ -129,7 +111,7 @@ class LocalSourceTest(LoadingTestCase):
         self.assertEqual({t.dtype for t in floating}, {torch.bfloat16})
         self.assertEqual({t.device.type for t in floating}, {"cpu"})
         # Non-persistent buffers are in no checkpoint: they must keep the values the constructor gave them.
-        reference = VGGT(TINY)
+        reference = VGGT(SMALL_CONFIG)
         for name, buffer in reference.named_buffers():
             self.assertTrue(torch.equal(model.get_buffer(name), buffer.to(model.get_buffer(name).dtype)), name)
 
@@ -205,7 +187,7 @@ class BrokenSourceTest(LoadingTestCase):
 
     def test_pickled_model_is_refused(self) -> None:
         write_config(self.tmp)
-        torch.save(VGGT(TINY), self.tmp / "whole_model.pt")
+        torch.save(VGGT(SMALL_CONFIG), self.tmp / "whole_model.pt")
         self.assert_error(self.tmp / "whole_model.pt", "whole_model.pt", "pickled objects other than tensors")
 
     def test_missing_and_unexpected_keys(self) -> None:
@@ -263,7 +245,7 @@ class FingerprintTest(LoadingTestCase):
         (second / "model.pt").write_bytes(bytes(data))
         self.assertNotEqual(checkpoint_fingerprint(second), fingerprint)
 
-        write_config(first, TINY.__class__(**{**TINY.to_dict(), "enable_track": False}))
+        write_config(first, SMALL_CONFIG.__class__(**{**SMALL_CONFIG.to_dict(), "enable_track": False}))
         self.assertNotEqual(checkpoint_fingerprint(first), fingerprint)
 
     def test_small_file_is_hashed_whole(self) -> None:
