@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY = SHARED / "vggt" / "parity"
 
+
 def tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     return {name: tensor.clone() for name, tensor in VGGT(SMALL_CONFIG).state_dict().items()}
