@@ -250,7 +250,7 @@ class BundleAdjustmentOnExactTracksTest(unittest.TestCase):
         tracks, _ = project_points(points, intrinsic, extrinsic)
         return extrinsic, intrinsic, tracks
 
-    def _run(self, mapping, original_size, model_hw, camera_type):
+    def _run(self, mapping, original_size, model_hw, camera_type, visible=None):
         extrinsic, intrinsic, tracks = self._scene(mapping, original_size, model_hw)
         num_frames = len(extrinsic)
         rng = np.random.default_rng(5)
@@ -267,10 +267,13 @@ class BundleAdjustmentOnExactTracksTest(unittest.TestCase):
             names=[f"{i}.jpg" for i in range(num_frames)],
             images=np.zeros((num_frames, height, width, 3), dtype=np.uint8),
             extrinsic=perturbed, intrinsic=wrong_focal, original_sizes=np.tile(original_size, (num_frames, 1)),
-            model_to_original=mapping, tracks=tracks, track_vis=np.ones(tracks.shape[:2]),
+            model_to_original=mapping, tracks=tracks,
+            track_vis=np.ones(tracks.shape[:2]) if visible is None else visible.astype(float),
         )
         options = ReconstructionOptions(tracker="vggt", camera_type=camera_type)
         result = reconstruct_window(prediction, options)
+        if visible is not None:
+            return result
         self.assertEqual(result.info["ba"], "ok", result.info.get("ba_reason"))
         self.assertEqual(result.info["tracker"], "given")
         poses = np.stack([result.reconstruction.image(i + 1).cam_from_world().matrix() for i in range(num_frames)])
@@ -290,6 +293,15 @@ class BundleAdjustmentOnExactTracksTest(unittest.TestCase):
 
     def test_square_padding(self):
         self._run(np.tile([2.0, 2.0, 0.0, -40.0], (5, 1)), (320, 240), (160, 160), "PINHOLE")
+
+    def test_window_in_two_unlinked_parts_falls_back(self):
+        visible = np.zeros((5, 400), dtype=bool)
+        visible[:3, :200] = True
+        visible[3:, 200:] = True
+        result = self._run(np.tile([2.0, 2.0, 0.0, 0.0], (5, 1)), (320, 240), (120, 160), "SIMPLE_PINHOLE", visible)
+        self.assertEqual(result.info["ba"], "failed")
+        self.assertIn("frames [3, 4] share fewer than", result.info["ba_reason"])
+        self.assertEqual(result.reconstruction.num_reg_images(), 5)
 
 
 class OptionsAndFallbackTest(unittest.TestCase):

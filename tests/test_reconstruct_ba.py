@@ -157,6 +157,12 @@ class SyntheticBundleAdjustmentTest(unittest.TestCase):
             xy = np.array([p.xy for p in image.points2D])
             self.assertTrue(np.all((xy >= 0) & (xy <= [224, 168])), "observations stay inside the frame")
 
+    def test_sift_tracker(self):
+        prediction = self._prediction(self.scene.images, self.scene.intrinsic, self.depth)
+        result = reconstruct_window(prediction, ReconstructionOptions(tracker="sift"))
+        self.assertEqual(result.info["tracker"], "sift")
+        self._check(result, max_rotation_deg=0.1, max_centre_fraction=0.01, max_reproj_px=0.5)
+
     def test_camera_models_and_per_frame_cameras(self):
         prediction = self._prediction(self.scene.images, self.scene.intrinsic, self.depth)
         for camera_type, shared, num_params in (("PINHOLE", True, 4), ("SIMPLE_RADIAL", True, 4),

@@ -12,8 +12,10 @@ second constant, so the window keeps the predicted world frame and scale):
 3. fine: loss scale FINE_LOSS_SCALE, then the same filter, then the fine solve again, then the filter once more
    so every exported observation is within max_reproj_error.
 
-Any stage that leaves a frame with fewer than MIN_OBSERVATIONS_PER_FRAME observations, a solver failure, or
-cameras that moved absurdly raise ``BundleAdjustmentError``.
+``BundleAdjustmentError`` is raised when any stage leaves a frame with fewer than MIN_OBSERVATIONS_PER_FRAME
+observations or splits the window into groups of frames that share fewer than MIN_SHARED_POINTS points, when
+the solver fails, and when the result is not a refinement of the prediction any more (focal length, rotation
+or camera position changed beyond the MAX_* limits).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ FUNCTION_TOLERANCE = 1e-6
 # Dense Schur complement is the fastest direct solver while the reduced camera system is small.
 MAX_FRAMES_FOR_DENSE_SCHUR = 50
 MIN_OBSERVATIONS_PER_FRAME = 32
+# Frames linked by fewer shared points than this do not pin down each other's pose; the frames of a window must
+# form one group through such links, or BA can turn one part of the window against the other.
+MIN_SHARED_POINTS = 16
 # Beyond these the solution is not a refinement of the prediction but something else.
 MAX_FOCAL_CHANGE = 2.0
 MAX_ROTATION_CHANGE_DEG = 30.0
@@ -87,7 +92,9 @@ def initial_cameras(
     for index, (width, height) in enumerate(unique_sizes):
         members = image_camera == index
         fx, fy = k_original[members, 0, 0].mean(), k_original[members, 1, 1].mean()
-        camera = pycolmap.Camera.create_from_model_name(index + 1, camera_type, 0.5 * (fx + fy), int(width), int(height))
+        camera = pycolmap.Camera.create_from_model_name(
+            index + 1, camera_type, 0.5 * (fx + fy), int(width), int(height)
+        )
         values = np.asarray(camera.params, dtype=np.float64)
         focal_idxs = list(camera.focal_length_idxs())
         if len(focal_idxs) == 2:
@@ -109,9 +116,9 @@ def _solve(names: list[str], model: Model, loss_scale: float) -> Model:
     options.print_summary = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     options.ceres.loss_function_scale = loss_scale
-    # One thread: windows already run in parallel, and the result must not depend on thread scheduling.
-    options.ceres.solver_options.num_threads = 1
     solver = options.ceres.solver_options
+    # One thread: windows already run in parallel, and the result must not depend on thread scheduling.
+    solver.num_threads = 1
     solver.max_num_iterations = MAX_SOLVER_ITERATIONS
     solver.function_tolerance = FUNCTION_TOLERANCE
     options.ceres.auto_select_solver_type = False
@@ -161,12 +168,28 @@ def _filter(model: Model, max_reproj_error: float, min_track_length: int, stage:
 
 
 def _require_coverage(model: Model, stage: str) -> None:
-    per_frame = np.bincount(model.observations.frame, minlength=len(model.poses))
+    num_frames = len(model.poses)
+    per_frame = np.bincount(model.observations.frame, minlength=num_frames)
     worst = int(np.argmin(per_frame))
     if per_frame[worst] < MIN_OBSERVATIONS_PER_FRAME:
         raise BundleAdjustmentError(
             f"{stage}: frame {worst} keeps {per_frame[worst]} observations "
             f"(at least {MIN_OBSERVATIONS_PER_FRAME} needed)"
+        )
+    incidence = np.zeros((len(model.points), num_frames), dtype=np.int64)
+    incidence[model.observations.point, model.observations.frame] = 1
+    linked = incidence.T @ incidence >= MIN_SHARED_POINTS
+    reached = np.zeros(num_frames, dtype=bool)
+    reached[0] = True
+    while True:
+        grown = reached | linked[reached].any(axis=0)
+        if np.array_equal(grown, reached):
+            break
+        reached = grown
+    if not reached.all():
+        raise BundleAdjustmentError(
+            f"{stage}: frames {np.flatnonzero(~reached).tolist()} share fewer than {MIN_SHARED_POINTS} points "
+            f"with frames {np.flatnonzero(reached).tolist()}"
         )
 
 
@@ -179,8 +202,8 @@ def _check_plausible(initial: Model, final: Model) -> None:
     rotation_change = rotation_angle_deg(final.poses[:, :, :3], initial.poses[:, :, :3]).max()
     if rotation_change > MAX_ROTATION_CHANGE_DEG:
         raise BundleAdjustmentError(f"a camera rotated by {rotation_change:.1f} degrees")
-    depths = np.einsum("sij,pj->spi", initial.poses[:, :, :3], initial.points)[..., 2] + initial.poses[:, None, 2, 3]
-    scene_depth = float(np.median(np.abs(depths))) if depths.size else 1.0
+    depths = np.einsum("sj,pj->sp", initial.poses[:, 2, :3], initial.points) + initial.poses[:, 2, 3, None]
+    scene_depth = float(np.median(np.abs(depths)))
     shift = np.linalg.norm(camera_centres(final.poses) - camera_centres(initial.poses), axis=1).max()
     if shift > MAX_CENTRE_SHIFT_IN_SCENE_DEPTHS * scene_depth:
         raise BundleAdjustmentError(f"a camera moved by {shift:.3g} (median scene depth {scene_depth:.3g})")

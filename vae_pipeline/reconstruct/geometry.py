@@ -37,8 +37,8 @@ def bilinear_sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     h, w = image.shape
     u = np.clip(uv[:, 0], 0.0, w - 1.0)
     v = np.clip(uv[:, 1], 0.0, h - 1.0)
-    u0 = np.minimum(np.floor(u).astype(np.int64), w - 2) if w > 1 else np.zeros(len(u), np.int64)
-    v0 = np.minimum(np.floor(v).astype(np.int64), h - 2) if h > 1 else np.zeros(len(v), np.int64)
+    u0 = np.floor(u).astype(np.int64)
+    v0 = np.floor(v).astype(np.int64)
     du, dv = u - u0, v - v0
     u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
     top = image[v0, u0] * (1 - du) + image[v0, u1] * du
@@ -57,10 +57,10 @@ def triangulate_dlt(
     """
     num_frames, num_tracks = mask.shape
     rays = np.concatenate([pixels, np.ones((num_frames, num_tracks, 1))], axis=2)
+    # In normalised coordinates each observation gives two rows x * P[2] - P[0] and y * P[2] - P[1].
     rays = np.einsum("sij,snj->sni", np.linalg.inv(intrinsic), rays)
-    projections = extrinsic
-    rows_x = rays[..., 0:1] * projections[:, None, 2, :] - projections[:, None, 0, :]
-    rows_y = rays[..., 1:2] * projections[:, None, 2, :] - projections[:, None, 1, :]
+    rows_x = rays[..., 0:1] * extrinsic[:, None, 2, :] - extrinsic[:, None, 0, :]
+    rows_y = rays[..., 1:2] * extrinsic[:, None, 2, :] - extrinsic[:, None, 1, :]
     rows = np.concatenate([rows_x, rows_y], axis=0) * np.concatenate([mask, mask], axis=0)[..., None]
     design = np.transpose(rows, (1, 0, 2))
     _, _, vt = np.linalg.svd(design)

@@ -58,11 +58,6 @@ def intrinsics_to_original(intrinsic: np.ndarray, mapping: np.ndarray) -> np.nda
     return k
 
 
-def original_image_centres(original_sizes: np.ndarray) -> np.ndarray:
-    """[S, 2] centre of each original frame in COLMAP pixels: (width / 2, height / 2)."""
-    return np.asarray(original_sizes, dtype=np.float64) / 2.0
-
-
 def content_boxes(mapping: np.ndarray, original_sizes: np.ndarray, model_hw: tuple[int, int]) -> np.ndarray:
     """[S, 4] (left, top, right, bottom) of the original frame's area in OpenCV model pixels, within the image.
 
