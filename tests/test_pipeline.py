@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pycolmap
 import torch
-
 from tiny_model import write_checkpoint
+
 from vae_pipeline.cli import main
 from vae_pipeline.export.compare import compare_models, compare_outputs, read_manifest
 from vae_pipeline.export.ply import read_ply

@@ -7,7 +7,6 @@ import unittest
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vae_pipeline.frames import discover_sequences
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt

@@ -1,6 +1,6 @@
 import unittest
 
-from vae_pipeline.windows import WindowBatch, batch_windows, create_windows, window_starts
+from vae_pipeline.windows import create_windows, window_starts
 
 
 class CreateWindowsTest(unittest.TestCase):
@@ -57,43 +57,6 @@ class CreateWindowsTest(unittest.TestCase):
     def test_stride_larger_than_window_is_refused_because_frames_would_be_dropped(self):
         with self.assertRaisesRegex(ValueError, "no frame is dropped"):
             create_windows(list(range(20)), window_size=4, stride=5)
-
-
-class BatchWindowsTest(unittest.TestCase):
-    def test_batch_index_is_global_index_divided_by_batch_size(self):
-        windows = create_windows(list(range(28)), window_size=8, stride=4)
-        self.assertEqual(len(windows), 6)
-        batches = batch_windows(windows, batch_size=4)
-        self.assertEqual([b.batch_idx for b in batches], [0, 1])
-        self.assertEqual([b.window_indices for b in batches], [[0, 1, 2, 3], [4, 5]])
-        self.assertIs(batches[0].windows[2][1], windows[2])
-        self.assertEqual(len(batches[1]), 2)
-
-    def test_windows_of_different_shapes_are_never_stacked_but_keep_their_batch_index(self):
-        windows = [[i] for i in range(7)]
-        shapes = {0: "a", 1: "a", 2: "b", 3: "a", 4: "b", 5: "b", 6: "b"}
-        batches = batch_windows(windows, batch_size=4, shape_of=lambda w: shapes[w[0]])
-        self.assertEqual(
-            [(b.batch_idx, b.window_indices) for b in batches],
-            [(0, [0, 1]), (0, [2]), (0, [3]), (1, [4, 5, 6])],
-        )
-        for batch in batches:
-            self.assertEqual(len({shapes[i] for i in batch.window_indices}), 1)
-        order = [i for b in batches for i in b.window_indices]
-        self.assertEqual(order, list(range(7)))
-
-    def test_batch_size_one_and_larger_than_everything(self):
-        windows = [[i] for i in range(3)]
-        self.assertEqual([b.batch_idx for b in batch_windows(windows, 1)], [0, 1, 2])
-        batches = batch_windows(windows, 10)
-        self.assertEqual(len(batches), 1)
-        self.assertIsInstance(batches[0], WindowBatch)
-        self.assertEqual(batches[0].window_indices, [0, 1, 2])
-
-    def test_no_windows_no_batches_and_invalid_batch_size(self):
-        self.assertEqual(batch_windows([], 4), [])
-        with self.assertRaises(ValueError):
-            batch_windows([[1]], 0)
 
 
 if __name__ == "__main__":

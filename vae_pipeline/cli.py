@@ -10,10 +10,10 @@ import logging
 import sys
 from pathlib import Path
 
-from .options import DEFAULT_MODEL, RESIZE_MODES, OptionsError, PipelineOptions, default_num_workers
+from .options import DEFAULT_MODEL, RESIZE_MODES, PipelineOptions, default_num_workers
 from .reconstruct import ReconstructionOptions
-from .reconstruct.types import CAMERA_TYPES
 from .reconstruct.tracking import TRACKERS
+from .reconstruct.types import CAMERA_TYPES
 
 EXIT_OK, EXIT_WINDOWS_FAILED, EXIT_USAGE = 0, 1, 2
 TRACKER_NAMES = (*TRACKERS, "vggt")

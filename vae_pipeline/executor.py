@@ -14,10 +14,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from .batch_size import auto_batch_size
 from .finish import FinishSettings, finish_window
 from .jobs import WindowFailure, WindowJob, WindowOutcome
 from .options import PipelineOptions
-from .batch_size import auto_batch_size
 from .stages import ForwardStats, FrameStore, WindowInputs, forward_windows
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from .frames import decode_image, needs_normalized_copy
 from .export.window_folder import FrameFile, write_window_folder
+from .frames import decode_image, needs_normalized_copy
 from .jobs import WindowJob, WindowOutcome, describe_error
 from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
 

@@ -18,17 +18,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
 from .finish import video_frames_dir
+from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
 from .jobs import WindowFailure, WindowJob, describe_error
 from .model.inference import predict
-from .reconstruct import ReconstructionOptions, WindowPrediction, reconstruct_window
+from .reconstruct import ReconstructionOptions, WindowPrediction
 from .reconstruct.pixels import content_boxes
 from .reconstruct.tracking import detect_corners, select_query_frames, to_gray
 

@@ -1,17 +1,15 @@
-"""Sliding windows over a sequence, and their grouping into forward-pass batches.
+"""Sliding windows over a sequence.
 
 Windows are the unit of reconstruction: each holds ``window_size`` consecutive frames, starts ``stride`` frames
 after the previous one, and the last one is moved back to end at the last frame, so no frame is dropped and no
-window is short. Batches are the unit of a forward pass; a window's folder name depends only on its global index
-and the requested batch size, never on how the work was actually split.
+window is short. (Batches, the unit of a forward pass, are formed by the executor; a window's folder name
+depends only on its index and the requested batch size, see ``jobs.WindowJob``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
 from collections.abc import Sequence as SequenceType
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -55,58 +53,3 @@ def create_windows(items: SequenceType[T], window_size: int, stride: int) -> lis
             would never be reconstructed).
     """
     return [list(items[start : start + window_size]) for start in window_starts(len(items), window_size, stride)]
-
-
-@dataclass(frozen=True)
-class WindowBatch(Generic[T]):
-    """Windows stacked into one forward pass.
-
-    ``batch_idx`` is ``global_window_idx // requested_batch_size`` for every window in it: a batch of windows of
-    mixed shapes is split into several ``WindowBatch`` objects that share ``batch_idx``, so output folders
-    (``batch_{batch_idx:03d}/window_{i:03d}``) stay the same however the work is split.
-    """
-
-    batch_idx: int
-    windows: list[tuple[int, list[T]]]
-
-    @property
-    def window_indices(self) -> list[int]:
-        return [index for index, _ in self.windows]
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-
-def batch_windows(
-    windows: SequenceType[list[T]],
-    batch_size: int,
-    shape_of: Callable[[list[T]], Hashable] | None = None,
-) -> list[WindowBatch[T]]:
-    """Group consecutive windows into forward-pass batches of at most ``batch_size`` windows.
-
-    Windows with different ``shape_of(window)`` (e.g. the model input size of their frames) are never put in one
-    batch: a nominal batch is cut into runs of consecutive same-shape windows. Runs, rather than grouping all
-    same-shape windows of a nominal batch together, keep windows in increasing order overall, which is what lets a
-    frame loader release frames as soon as the windows past them have started.
-
-    Args:
-        windows: windows of one sequence, in order; their position is the global window index.
-        batch_size: requested windows per forward pass (the folder-naming batch size).
-        shape_of: key that must be equal for windows stacked together; ``None`` treats all windows as stackable.
-    """
-    _check_positive(batch_size, "window batch size")
-    batches: list[WindowBatch[T]] = []
-    for first in range(0, len(windows), batch_size):
-        batch_idx = first // batch_size
-        run: list[tuple[int, list[T]]] = []
-        run_shape: Hashable = None
-        for index in range(first, min(first + batch_size, len(windows))):
-            window = windows[index]
-            shape = shape_of(window) if shape_of is not None else None
-            if run and shape != run_shape:
-                batches.append(WindowBatch(batch_idx, run))
-                run = []
-            run.append((index, window))
-            run_shape = shape
-        batches.append(WindowBatch(batch_idx, run))
-    return batches
