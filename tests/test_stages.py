@@ -43,6 +43,7 @@ class VggtTracksTest(unittest.TestCase):
             for frame, points in zip(plan.frames, plan.points):
                 # The track head returns a query frame's points unchanged: they show where each block landed.
                 np.testing.assert_allclose(prediction.tracks[frame, start : start + len(points)], points, atol=1e-4)
+                np.testing.assert_array_equal(prediction.track_query_frame[start : start + len(points)], frame)
                 start += len(points)
 
     def test_query_points_avoid_square_padding(self) -> None:

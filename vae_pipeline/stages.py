@@ -213,10 +213,10 @@ def _forward_group(
     stats.forward_passes += 1
     predictions = []
     for b, inputs in enumerate(group):
-        tracks = vis = None
+        tracks = None
         if query_plans is not None:
-            tracks, vis = _collect_tracks(out, query_plans, b, len(group))
-        predictions.append(_window_prediction(inputs, out, b, tracks, vis))
+            tracks = _collect_tracks(out, query_plans, b, len(group))
+        predictions.append(_window_prediction(inputs, out, b, tracks))
     return predictions
 
 
@@ -279,8 +279,9 @@ def _order_starting_at(q: int, seq_len: int) -> list[int]:
 
 def _collect_tracks(
     out: dict[str, Any], plans: list[QueryPlan], b: int, num_windows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tracks [S, N_total, 2] and visibility [S, N_total] of window ``b``, back in the window's frame order."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracks [S, N_total, 2], visibility [S, N_total] and query frame [N_total] of window ``b``, back in the
+    window's frame order."""
     element = num_windows + sum(sum(1 for q in p.frames if q != 0) for p in plans[:b])
     seq_len = out["track"].shape[1]
     tracks, vis = [np.zeros((seq_len, 0, 2), np.float32)], [np.zeros((seq_len, 0), np.float32)]
@@ -295,13 +296,15 @@ def _collect_tracks(
             element += 1
         tracks.append(t.numpy())
         vis.append(v.numpy())
-    return np.concatenate(tracks, axis=1), np.concatenate(vis, axis=1)
+    query_frame = np.concatenate([np.full(len(p), q) for q, p in zip(plans[b].frames, plans[b].points)] + [[]])
+    return np.concatenate(tracks, axis=1), np.concatenate(vis, axis=1), query_frame.astype(np.int64)
 
 
 def _window_prediction(
-    inputs: WindowInputs, out: dict[str, Any], b: int, tracks: np.ndarray | None, vis: np.ndarray | None
+    inputs: WindowInputs, out: dict[str, Any], b: int, tracks: tuple[np.ndarray, ...] | None
 ) -> WindowPrediction:
     frames = inputs.frames
+    xy, vis, query_frame = tracks if tracks is not None else (None, None, None)
     return WindowPrediction(
         names=inputs.job.frame_names,
         images=np.stack([f.image_u8 for f in frames]),
@@ -311,6 +314,7 @@ def _window_prediction(
         depth_conf=out["depth_conf"][b].numpy(),
         original_sizes=np.array([f.original_size for f in frames], dtype=np.int64),
         model_to_original=np.array([f.model_to_original for f in frames], dtype=np.float64),
-        tracks=tracks,
+        tracks=xy,
         track_vis=vis,
+        track_query_frame=query_frame,
     )

@@ -26,7 +26,8 @@ class WindowPrediction:
     model_to_original: [S, 4] as (sx, sy, ox, oy) with x_original = sx * x_model + ox in COLMAP pixel-centre
         convention; None means a plain resize of the whole frame.
     tracks: [S, N, 2] model-resolution pixels and track_vis [S, N] in [0, 1] (VGGT's track head); None lets the
-        weight-free tracker compute tracks from ``images``.
+        weight-free tracker compute tracks from ``images``. track_query_frame [N]: the frame each given track
+        started on (where its position is exact); None: the frame where it is most visible.
     """
 
     names: list[str]
@@ -39,6 +40,7 @@ class WindowPrediction:
     model_to_original: np.ndarray | None = None
     tracks: np.ndarray | None = None
     track_vis: np.ndarray | None = None
+    track_query_frame: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:

@@ -36,7 +36,9 @@ def window_tracks(prediction: WindowPrediction, mapping: np.ndarray, options: Re
     if prediction.tracks is not None:
         vis = (np.ones(prediction.tracks.shape[:2]) if prediction.track_vis is None
                else np.asarray(prediction.track_vis, dtype=np.float64))
-        return Tracks(np.asarray(prediction.tracks, dtype=np.float64), vis, np.argmax(vis, axis=0))
+        query_frame = (np.argmax(vis, axis=0) if prediction.track_query_frame is None
+                       else np.asarray(prediction.track_query_frame, dtype=np.int64))
+        return Tracks(np.asarray(prediction.tracks, dtype=np.float64), vis, query_frame)
     boxes = content_boxes(mapping, prediction.original_sizes, prediction.model_hw)
     query_frames = select_query_frames(prediction.num_frames, options.query_frame_num)
     return TRACKERS[options.tracker](
