@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,32 @@ from vae_pipeline.stages import ForwardStats
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = REPO / "testdata" / "scene_arc" / "images"  # 12 frames, 224x168
 FAST = ["--no-use-ba", "--conf-thres-value", "0", "--max-points", "2000", "--num-workers", "0", "-q"]
+
+
+def read_classic_model(sparse: Path) -> tuple[dict[int, tuple], dict[str, tuple]]:
+    """cameras.bin and images.bin parsed as the classic COLMAP format that nerfstudio's and gsplat's own readers
+    parse (no pycolmap): cameras by id as (model_id, width, height, params), images by name as
+    (qvec wxyz, tvec, camera_id, number of 2D points)."""
+    param_counts = {0: 3, 1: 4, 2: 4, 4: 8}  # SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, OPENCV
+    data, cameras = (sparse / "cameras.bin").read_bytes(), {}
+    (count,), offset = struct.unpack_from("<Q", data), 8
+    for _ in range(count):
+        camera_id, model_id, width, height = struct.unpack_from("<IiQQ", data, offset)
+        offset += 24
+        params = struct.unpack_from(f"<{param_counts[model_id]}d", data, offset)
+        offset += 8 * param_counts[model_id]
+        cameras[camera_id] = (model_id, width, height, params)
+    data, images = (sparse / "images.bin").read_bytes(), {}
+    (count,), offset = struct.unpack_from("<Q", data), 8
+    for _ in range(count):
+        _, qw, qx, qy, qz, tx, ty, tz, camera_id = struct.unpack_from("<I7dI", data, offset)
+        offset += 64
+        end = data.index(b"\0", offset)
+        name = data[offset:end].decode()
+        (num_points,) = struct.unpack_from("<Q", data, end + 1)
+        offset = end + 9 + 24 * num_points
+        images[name] = ((qw, qx, qy, qz), (tx, ty, tz), camera_id, num_points)
+    return cameras, images
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -84,6 +111,14 @@ class OutputLayoutTest(PipelineTestCase):
             linked = folder / "images" / name
             self.assertTrue(linked.is_symlink(), f"{linked} should link to the input frame")
             self.assertEqual(cv2.imread(str(linked)).shape[:2], (size[1], size[0]))
+        cameras, classic_images = read_classic_model(folder / "sparse")
+        self.assertEqual(sorted(classic_images), sorted(frame_names))
+        for name, (qvec, tvec, camera_id, _) in classic_images.items():
+            image = next(i for i in model.images.values() if i.name == name)
+            rigid = image.cam_from_world()
+            np.testing.assert_allclose(tvec, rigid.translation, atol=1e-9)
+            np.testing.assert_allclose(np.abs(np.dot(qvec, np.roll(rigid.rotation.quat, 1))), 1.0, atol=1e-9)
+            self.assertEqual(cameras[camera_id][1:3], size)
         xyz, rgb = read_ply(folder / "sparse" / "points.ply")
         self.assertEqual(len(xyz), len(model.points3D))
         # Every point is observed where its camera projects it, in the original frame's pixels.
@@ -156,6 +191,12 @@ class BatchingTest(PipelineTestCase):
         self.run_ok(frames, three, *args, "--window-batch-size", "3")
         self.assertEqual(compare_outputs(one, three), [])
         self.assertEqual(len(read_manifest(one)), 4)
+
+    def test_auto_batch_size_names_folders_as_batches_of_4(self) -> None:
+        out = self.output("auto")
+        self.run_ok(FRAMES, out, "--window-size", "2", "--window-stride", "2", "--window-batch-size", "auto")
+        self.assertEqual(sorted(m["folder"] for m in read_manifest(out).values()),
+                         [f"batch_{i // 4:03d}/window_{i:03d}" for i in range(6)])
 
     def test_out_of_memory_splits_the_batch_and_changes_nothing(self) -> None:
         frames = self.frames_copy("oom_frames", 10)
