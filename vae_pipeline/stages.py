@@ -183,39 +183,31 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+PREDICTION_KEYS = ("extrinsic", "intrinsic", "depth", "depth_conf", "track", "vis")
+
+
 def _forward_group(
     group: list[WindowInputs], model: torch.nn.Module, options: ReconstructionOptions, stats: ForwardStats
 ) -> list[WindowPrediction]:
     """One forward pass for windows of one shape; with the VGGT tracker, reordered copies for extra query frames."""
     device = _device_of(model)
-    images = torch.stack([w.pixels for w in group])
+    # Each window's pixels are pinned by the loader: copy them as they are and stack on the device, so the main
+    # thread spends no time on host-side stacking.
+    images = torch.stack([w.pixels.to(device, non_blocking=True) for w in group])
+    query_points = None
     query_plans = [plan_vggt_queries(w, options) for w in group] if _wants_vggt_tracks(options) else None
     if query_plans is not None:
         images, query_points = _with_query_orderings(images, query_plans)
-    else:
-        query_points = None
-    if device.type == "cuda":
-        images = images.pin_memory()
-        torch.cuda.synchronize(device)
+        query_points = query_points.to(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = predict(
-            model,
-            images.to(device, non_blocking=True),
-            camera=True,
-            depth=True,
-            query_points=None if query_points is None else query_points.to(device),
-        )
-        out = {k: v.float().cpu() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    stats.device_seconds += time.perf_counter() - start
+        out = predict(model, images, camera=True, depth=True, query_points=query_points)
+        out = {k: out[k].float().cpu() for k in PREDICTION_KEYS if k in out}
+    stats.device_seconds += time.perf_counter() - start  # .cpu() waits for the device
     stats.forward_passes += 1
     predictions = []
     for b, inputs in enumerate(group):
-        tracks = None
-        if query_plans is not None:
-            tracks = _collect_tracks(out, query_plans, b, len(group))
+        tracks = _collect_tracks(out, query_plans, b, len(group)) if query_plans is not None else None
         predictions.append(_window_prediction(inputs, out, b, tracks))
     return predictions
 
