@@ -25,7 +25,6 @@ from vae_pipeline.model import VGGTConfig
 from vae_pipeline.model.inference import autocast_dtype, predict
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
 from vae_pipeline.model.vggt import VGGT
-from vae_pipeline.pipeline import resolve_device
 
 Outputs = dict[str, torch.Tensor | list[torch.Tensor]]
 Recipe = Callable[[VGGT, torch.Tensor], Outputs]
@@ -91,7 +90,9 @@ def build_model(small: bool, device: torch.device, seed: int = 0) -> VGGT:
     return random_vggt(SMALL_CONFIG if small else VGGTConfig(), seed).to(device)
 
 
-def random_frames(batch: int, frames: int, height: int, width: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+def random_frames(
+    batch: int, frames: int, height: int, width: int, device: torch.device, seed: int = 0
+) -> torch.Tensor:
     """``[batch, frames, 3, height, width]`` uniform in [0, 1], the same for a seed on every device."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, frames, 3, height, width, generator=generator).to(device)
@@ -142,13 +143,14 @@ class DeviceClock:
     """Marks points in a device's work: CUDA events on a GPU (read after synchronising), ``perf_counter`` else."""
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
 
     def mark(self) -> torch.cuda.Event | float:
         if not self.cuda:
             return time.perf_counter()
         event = torch.cuda.Event(enable_timing=True)
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))
         return event
 
     def elapsed_ms(self, start: torch.cuda.Event | float, end: torch.cuda.Event | float) -> float:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -180,6 +181,24 @@ class OutputLayoutTest(PipelineTestCase):
         self.run_ok(frames, out, "--window-size", "4", "--window-stride", "4", "--overwrite")
         self.assertNotEqual((out / "batch_000/window_000/window.json").stat().st_mtime_ns, stamp)
         self.assertEqual({m["status"] for m in read_manifest(out).values()}, {"ok"})
+
+
+    def test_rerun_removes_what_a_crash_left_half_written(self) -> None:
+        out = self.output("crashed")
+        frames = self.frames_copy("crashed_frames", 4)
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True)
+        dead_pid = int(finished.stdout)
+        host = socket.gethostname()
+        stale = out / "batch_000" / f".window_000.partial-{host}-{dead_pid}"
+        elsewhere = out / "batch_000" / f".window_000.partial-another-host-{dead_pid}"
+        running = out / "batch_000" / f".window_000.partial-{host}-{os.getppid()}"
+        for folder in (stale, elsewhere, running):
+            (folder / "sparse").mkdir(parents=True)
+        self.run_ok(frames, out, "--window-size", "4")
+        self.assertFalse(stale.exists())
+        self.assertTrue(elsewhere.exists() and running.exists())
+        self.assertTrue((out / "batch_000" / "window_000" / "window.json").is_file())
 
 
 class BatchingTest(PipelineTestCase):

@@ -14,6 +14,7 @@ import torch
 
 from . import __version__
 from .errors import OutputError
+from .export.window_folder import remove_stale_staging
 from .finish import FinishSettings, finish_window
 from .frames import Sequence, discover_sequences
 from .jobs import WindowJob, WindowOutcome
@@ -192,6 +193,8 @@ def run_pipeline(
     start = time.perf_counter()
     sequences = discover_sequences(options.input_dir, options.frame_step)
     output_dir = prepare_output_dir(options.output_dir)
+    for stale in remove_stale_staging(output_dir):
+        log.info("removed %s, left half-written by an interrupted run", stale)
     device = resolve_device(options.device)
     jobs = plan_jobs(sequences, options)
     pending = [job for job in jobs if options.overwrite or not job.folder(output_dir).exists()]

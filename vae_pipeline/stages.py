@@ -119,9 +119,9 @@ def save_video_frame(folder: Path, name: str, image: np.ndarray) -> None:
     if target.exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".partial-{threading.get_ident()}-{name}"
-    Image.fromarray(image).save(partial, format=Image.registered_extensions()[target.suffix.lower()])
-    os.replace(partial, target)
+    staging = folder / f".partial-{threading.get_ident()}-{name}"
+    Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
+    os.replace(staging, target)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ def write_window_folder(
     given. An existing ``folder`` is replaced only with ``overwrite``.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    staging = folder.parent / f".{folder.name}.partial-{_owner()}"
     if staging.exists():
         shutil.rmtree(staging)
     try:
@@ -113,12 +115,45 @@ def _publish(staging: Path, folder: Path, overwrite: bool) -> None:
     if folder.exists():
         if not overwrite:
             raise FileExistsError(f"{folder} exists; pass --overwrite to replace finished windows")
-        retired = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        retired = folder.parent / f".{folder.name}.old-{_owner()}"
         os.replace(folder, retired)
         os.replace(staging, folder)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, folder)
+
+
+def _owner() -> str:
+    """Who is assembling a folder: this machine and process (several machines may share an output folder)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+_STAGING = re.compile(r"^\..+\.(partial|old)-(?P<host>.+)-(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(output_dir: Path) -> list[Path]:
+    """Delete window folders that a crashed run on this machine left half-assembled; returns what was removed.
+
+    Folders being assembled by a live process, or by another machine, are left alone.
+    """
+    host = socket.gethostname()
+    removed = []
+    for path in sorted(output_dir.rglob(".*")):
+        match = _STAGING.match(path.name)
+        if match and path.is_dir() and match["host"] == host and not _alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _jsonable(value: Any) -> Any:
