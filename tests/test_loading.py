@@ -15,7 +15,6 @@ import safetensors.torch
 import torch
 
 from vae_pipeline.model.config import VGGTConfig
-from vae_pipeline.model.random_weights import SMALL_CONFIG
 from vae_pipeline.model.loading import (
     CheckpointError,
     checkpoint_fingerprint,
@@ -23,6 +22,7 @@ from vae_pipeline.model.loading import (
     load_vggt,
     resolve_checkpoint,
 )
+from vae_pipeline.model.random_weights import SMALL_CONFIG
 from vae_pipeline.model.vggt import VGGT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from vae_pipeline.model.config import VGGTConfig
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
 
+
 def write_checkpoint(folder: Path, config: VGGTConfig = SMALL_CONFIG, seed: int = 0) -> Path:
     """A hub-style checkpoint folder: ``config.json`` beside ``model.safetensors``."""
     folder.mkdir(parents=True, exist_ok=True)

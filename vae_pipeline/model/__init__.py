@@ -2,9 +2,9 @@
 
 from .config import ConfigError, VGGTConfig
 from .inference import predict
+from .loading import CheckpointError, load_vggt
 from .pose_encoding import extri_intri_to_pose_encoding, pose_encoding_to_extri_intri
 from .vggt import VGGT
-from .loading import CheckpointError, load_vggt
 
 __all__ = [
     "CheckpointError",
