@@ -121,18 +121,27 @@ def _load_batches(
     loaded: "queue.Queue[list[WindowInputs | WindowOutcome] | None]",
     stop: threading.Event,
 ) -> None:
-    with ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="decode") as decoders:
-        for batch in batches:
-            items = list(decoders.map(lambda job: _load_one(store, job, options, pin), batch))
-            while not stop.is_set():
-                try:
-                    loaded.put(items, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                return
-    loaded.put(None)
+    """Loader thread: decode and prepare each batch (windows in parallel), hand it over; ``None`` marks the end,
+    whatever happens, so the consumer never waits for a batch that will not come."""
+    try:
+        with ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="decode") as decoders:
+            for batch in batches:
+                items = list(decoders.map(lambda job: _load_one(store, job, options, pin), batch))
+                if not _put(loaded, items, stop):
+                    return
+    finally:
+        _put(loaded, None, stop)
+
+
+def _put(loaded: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` once there is room; False when the consumer has stopped."""
+    while not stop.is_set():
+        try:
+            loaded.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _load_one(store: FrameStore, job: WindowJob, options: PipelineOptions, pin: bool) -> WindowInputs | WindowOutcome:
