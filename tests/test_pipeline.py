@@ -320,6 +320,7 @@ class FailureTest(PipelineTestCase):
             "batch size 0": ["--input-dir", FRAMES, "--output-dir", out, "--window-batch-size", "0"],
             "frame step 0": ["--input-dir", FRAMES, "--output-dir", out, "--frame-step", "0"],
             "unwritable output": ["--input-dir", FRAMES, "--output-dir", blocker / "out"],
+            "output inside input": ["--input-dir", FRAMES.parent, "--output-dir", FRAMES.parent / "out"],
             "missing checkpoint": ["--input-dir", FRAMES, "--output-dir", out, "--checkpoint",
                                    self.tmp / "missing.pt"],
         }

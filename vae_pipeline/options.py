@@ -78,6 +78,12 @@ class PipelineOptions:
             (rec.max_points >= 1, f"--max-points must be at least 1, got {rec.max_points}"),
             (rec.conf_thres_value >= 0, f"--conf-thres-value must be 0 or more, got {rec.conf_thres_value}"),
         ]
+        input_dir, output_dir = Path(self.input_dir).resolve(), Path(self.output_dir).resolve()
+        checks.append((
+            not output_dir.is_relative_to(input_dir),
+            f"--output-dir {self.output_dir} is inside --input-dir {self.input_dir}: its frames would be read as "
+            "input by the next run; choose an output folder outside the input",
+        ))
         for ok, message in checks:
             if not ok:
                 raise OptionsError(message)
