@@ -30,7 +30,7 @@ TINY_SIZES = ["--small", "--device", "cpu", "--frames", "2", "--repeats", "1", "
 # Patch 2, width 8, one layer, MLP 16 wide, one register token.
 TINY_CONFIG = VGGTConfig(
     patch_embed="conv", patch_size=2, embed_dim=8, depth=1, num_heads=2, mlp_ratio=2.0, num_register_tokens=1,
-    cached_layer_indices=(0,), dpt_layers=(0, 0, 0, 0), track_layers=(0, 0, 0, 0),
+    depth_layers=(0, 0, 0, 0), point_layers=(0, 0, 0, 0), track_layers=(0, 0, 0, 0),
 )
 
 

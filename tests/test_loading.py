@@ -224,7 +224,7 @@ class BrokenSourceTest(LoadingTestCase):
         self.assert_error(self.tmp / "model.pt", "VGGT-1B's architecture", "tensors with wrong shapes")
 
     def test_bad_config(self) -> None:
-        (self.tmp / "config.json").write_text(json.dumps({"depth": 2, "dpt_features": 16, "colour": "red"}))
+        (self.tmp / "config.json").write_text(json.dumps({"depth": 2, "depth_features": 16, "colour": "red"}))
         torch.save(self.state_dict, self.tmp / "model.pt")
         self.assert_error(self.tmp, str(self.tmp / "config.json"), "colour")
 

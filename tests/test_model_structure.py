@@ -24,13 +24,14 @@ from vae_pipeline.model import (
     predict,
 )
 from vae_pipeline.model.layers import Block
+from vae_pipeline.model.random_weights import random_vggt
 from vae_pipeline.model.rope import RotaryPositionEmbedding2D
 
 SHAPES_FIXTURE = CONV_FIXTURE_DIR.parent / "vggt1b_state_dict_shapes.json.gz"
 
 # A tiny VGGT with every structural feature (DINO patch embed with interpolated positions, RoPE, both DPT heads,
 # camera head); three layers so that a depth-only pass can stop before the last one.
-SMALL_CONFIG = VGGTConfig(
+STRUCTURE_CONFIG = VGGTConfig(
     embed_dim=32,
     depth=3,
     num_heads=2,
@@ -38,28 +39,14 @@ SMALL_CONFIG = VGGTConfig(
     patch_embed_num_heads=2,
     camera_trunk_depth=1,
     camera_num_heads=2,
-    dpt_features=8,
-    dpt_out_channels=(8, 8, 16, 16),
-    dpt_layers=(0, 0, 1, 1),
+    depth_features=8,
+    depth_out_channels=(8, 8, 16, 16),
+    depth_layers=(0, 0, 1, 1),
+    point_features=8,
+    point_out_channels=(8, 8, 16, 16),
+    point_layers=(0, 0, 1, 1),
     enable_track=False,
-    track_layers=(0, 0, 1, 1),
 )
-
-
-def random_model(config: VGGTConfig, seed: int) -> VGGT:
-    """``VGGT(config)`` with every parameter redrawn at scales that keep activations O(1), in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    model = VGGT(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.dim() >= 2:
-                param.copy_(noise / math.sqrt(param[0].numel()))
-            elif name.endswith(("weight", "gamma")):
-                param.copy_(1 + 0.1 * noise)
-            else:
-                param.copy_(0.05 * noise)
-    return model
 
 
 def smooth_images(batch: int, frames: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -121,7 +108,7 @@ class StateDictLayoutTest(unittest.TestCase):
         self.assertEqual(fixture["shapes"], {e["key"]: e["shape"] for e in entries})
 
     def test_disabled_heads_have_no_keys(self) -> None:
-        config = VGGTConfig(**{**SMALL_CONFIG.to_dict(), "enable_depth": False, "enable_point": False})
+        config = VGGTConfig(**{**STRUCTURE_CONFIG.to_dict(), "enable_depth": False, "enable_point": False})
         prefixes = {key.split(".")[0] for key in VGGT(config).state_dict()}
         self.assertEqual(prefixes, {"aggregator", "camera_head"})
 
@@ -148,7 +135,7 @@ class BatchIndependenceTest(ParityAssertions):
         )
 
     def test_random_weights_non_square(self) -> None:
-        model = random_model(SMALL_CONFIG, seed=0)
+        model = random_vggt(STRUCTURE_CONFIG, seed=0)
         self.check_batch_matches_singles(model, smooth_images(3, 2, 56, 84, seed=1))
 
     def test_parity_weights_with_tracks_on_new_inputs(self) -> None:
@@ -179,7 +166,7 @@ class PredictTest(ParityAssertions):
         self.assertTrue(torch.equal(predictions["intrinsic"], intrinsic))
 
     def test_depth_only_stops_the_trunk_after_the_last_layer_read(self) -> None:
-        model = random_model(SMALL_CONFIG, seed=6)
+        model = random_vggt(STRUCTURE_CONFIG, seed=6)
         names = ["camera_head", "depth_head", "point_head", "aggregator.global_blocks.2"]
         with CallCounter(model, names) as counter:
             predictions = predict(model, smooth_images(1, 2, 56, 56, seed=7), camera=False, depth=True)
@@ -207,7 +194,7 @@ class PredictTest(ParityAssertions):
         self.assert_parity("pose_enc", predictions["pose_enc"], expected["pose_enc"])
 
     def test_disabled_head_is_an_error(self) -> None:
-        model = random_model(SMALL_CONFIG, seed=8)
+        model = random_vggt(STRUCTURE_CONFIG, seed=8)
         with self.assertRaisesRegex(ValueError, "track"):
             predict(model, smooth_images(1, 1, 56, 56, seed=9), query_points=torch.zeros(1, 1, 2))
 

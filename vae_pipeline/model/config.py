@@ -44,8 +44,7 @@ class VGGTConfig:
     mlp_ratio: float = 4.0
     num_register_tokens: int = 4
     qk_norm: bool = True
-    rope_freq: float = 100.0
-    cached_layer_indices: tuple[int, ...] = (4, 11, 17, 23)
+    rope_freq: float = 100.0  # <= 0: no RoPE
 
     # Camera head.
     enable_camera: bool = True
@@ -54,12 +53,15 @@ class VGGTConfig:
     camera_mlp_ratio: float = 4.0
     camera_iterations: int = 4
 
-    # Depth and point heads (DPT).
+    # Depth and point heads (DPT), each with its own feature width, projection widths and aggregator layers.
     enable_depth: bool = True
+    depth_features: int = 256
+    depth_out_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    depth_layers: tuple[int, int, int, int] = (4, 11, 17, 23)
     enable_point: bool = True
-    dpt_features: int = 256
-    dpt_out_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024)
-    dpt_layers: tuple[int, int, int, int] = (4, 11, 17, 23)
+    point_features: int = 256
+    point_out_channels: tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    point_layers: tuple[int, int, int, int] = (4, 11, 17, 23)
 
     # Track head: a feature-only DPT plus the iterative tracker.
     enable_track: bool = True
@@ -82,10 +84,10 @@ class VGGTConfig:
             raise ConfigError(f"patch_embed must be one of {PATCH_EMBED_KINDS}, got {self.patch_embed!r}")
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        for name in ("dpt_layers", "track_layers"):
-            layers = getattr(self, name)
-            if any(not 0 <= i < self.depth for i in layers):
-                raise ConfigError(f"{name} {layers} must index aggregator layers 0..{self.depth - 1}")
+        for head in ("depth", "point", "track"):
+            layers = getattr(self, f"{head}_layers")
+            if getattr(self, f"enable_{head}") and any(not 0 <= i < self.depth for i in layers):
+                raise ConfigError(f"{head}_layers {layers} must index aggregator layers 0..{self.depth - 1}")
 
     @property
     def head_dim_in(self) -> int:
@@ -96,16 +98,6 @@ class VGGTConfig:
     def patch_start_idx(self) -> int:
         """Tokens before the patch tokens in every frame: one camera token plus the register tokens."""
         return 1 + self.num_register_tokens
-
-    @property
-    def kept_layers(self) -> tuple[int, ...]:
-        """Aggregator layers whose outputs some enabled head reads (the last one always: the camera head's)."""
-        layers = {self.depth - 1}
-        if self.enable_depth or self.enable_point:
-            layers.update(self.dpt_layers)
-        if self.enable_track:
-            layers.update(self.track_layers)
-        return tuple(sorted(layers))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,18 +125,11 @@ class VGGTConfig:
         try:
             if "construction_steps" in data:
                 return _from_recipe(data["construction_steps"])
-            if "patch_embed_depth" in data or "dpt_features" in data:
-                return cls.from_dict(data)
-            return _from_hub_kwargs(data)
+            # A hub config.json holds the top-level constructor's arguments (img_size, patch_size, embed_dim,
+            # enable_*), all of which are fields here too; everything else keeps VGGT-1B's value.
+            return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"model config {path}: {exc}") from exc
-
-
-def _from_hub_kwargs(kwargs: dict[str, Any]) -> VGGTConfig:
-    """The hub mixin stores the top-level constructor's keyword arguments; all else is VGGT-1B's."""
-    allowed = {"img_size", "patch_size", "embed_dim", "enable_camera", "enable_point", "enable_depth", "enable_track"}
-    values = {k: v for k, v in kwargs.items() if k in allowed}
-    return VGGTConfig(**values)
 
 
 def _expect(kwargs: dict[str, Any], key: str, allowed: tuple[Any, ...], where: str) -> None:
@@ -186,9 +171,7 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
             rope_freq=float(agg.get("rope_freq", 100)),
             patch_embed=agg.get("patch_embed", "dinov2_vitl14_reg"),
         )
-        depth = values["depth"]
-        cached = agg.get("cached_layer_indices", (4, 11, 17, 23))
-        values["cached_layer_indices"] = tuple(sorted({*cached, depth - 1}))
+        # cached_layer_indices needs no field: the aggregator keeps exactly the layers the requested heads read.
 
     dino = by_target.get("model.aggregator.patch_embed")
     if dino is not None:
@@ -224,7 +207,6 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
             camera_mlp_ratio=float(kw.get("mlp_ratio", 4.0)),
         )
 
-    dpt_settings = []
     for head, activation, output_dim in (("point", "inv_log", 4), ("depth", "exp", 2)):
         step = by_target.get(f"model.{head}_head")
         if step is None:
@@ -238,11 +220,8 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
         _expect(kw, "feature_only", (False,), where)
         _expect(kw, "down_ratio", (1,), where)
         _check_dim_in(kw, dim_in, where)
-        dpt_settings.append(_dpt_settings(kw))
-    if dpt_settings:
-        if any(s != dpt_settings[0] for s in dpt_settings):
-            raise ConfigError("the depth and point heads must share features, out_channels and intermediate layers")
-        values.update(dpt_features=dpt_settings[0][0], dpt_out_channels=dpt_settings[0][1], dpt_layers=dpt_settings[0][2])
+        features, out_channels, layers = _dpt_settings(kw)
+        values.update({f"{head}_features": features, f"{head}_out_channels": out_channels, f"{head}_layers": layers})
 
     track = by_target.get("model.track_head")
     if track is not None:

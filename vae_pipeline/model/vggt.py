@@ -46,15 +46,34 @@ class VGGT(nn.Module):
             if config.enable_camera
             else None
         )
-        dpt = dict(
-            patch_size=config.patch_size,
-            features=config.dpt_features,
-            out_channels=config.dpt_out_channels,
-            layers=config.dpt_layers,
-            conf_activation="expp1",
+        self.point_head = (
+            DPTHead(
+                dim_in,
+                patch_size=config.patch_size,
+                output_dim=4,
+                activation="inv_log",
+                conf_activation="expp1",
+                features=config.point_features,
+                out_channels=config.point_out_channels,
+                layers=config.point_layers,
+            )
+            if config.enable_point
+            else None
         )
-        self.point_head = DPTHead(dim_in, output_dim=4, activation="inv_log", **dpt) if config.enable_point else None
-        self.depth_head = DPTHead(dim_in, output_dim=2, activation="exp", **dpt) if config.enable_depth else None
+        self.depth_head = (
+            DPTHead(
+                dim_in,
+                patch_size=config.patch_size,
+                output_dim=2,
+                activation="exp",
+                conf_activation="expp1",
+                features=config.depth_features,
+                out_channels=config.depth_out_channels,
+                layers=config.depth_layers,
+            )
+            if config.enable_depth
+            else None
+        )
         self.track_head = (
             TrackHead(
                 dim_in,
@@ -112,8 +131,10 @@ class VGGT(nn.Module):
         layers = set()
         if camera:
             layers.add(self.config.depth - 1)
-        if depth or points:
-            layers.update(self.config.dpt_layers)
+        if depth:
+            layers.update(self.config.depth_layers)
+        if points:
+            layers.update(self.config.point_layers)
         if track:
             layers.update(self.config.track_layers)
         return tuple(sorted(layers))
