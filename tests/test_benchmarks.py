@@ -55,7 +55,7 @@ class AggregatorFlopsTest(unittest.TestCase):
         self.assertEqual(aggregator_flops(TINY_CONFIG, 3, 2, 4, 4), 3 * 33024)
 
     def test_dinov2_blocks_are_counted(self) -> None:
-        dino = replace(TINY_CONFIG, patch_embed="dinov2_vits14_reg", patch_embed_depth=1,
+        dino = replace(TINY_CONFIG, patch_embed="dinov2", patch_embed_depth=1,
                        patch_embed_mlp_ratio=2.0, patch_embed_num_register_tokens=1)
         # One DINOv2 block per frame on cls + 1 register + 4 patches: the same 6 tokens as a frame block.
         self.assertEqual(aggregator_flops(dino, 1, 2, 4, 4), 33024 + 14592)

@@ -47,6 +47,21 @@ class FromJsonTest(unittest.TestCase):
         self.assertEqual(tuple(state["point_head.projects.0.weight"].shape), (4, 128, 1, 1))
         self.assertEqual(tuple(state["depth_head.projects.0.weight"].shape), (8, 128, 1, 1))
 
+    def test_named_dino_backbones_set_depth_and_heads(self) -> None:
+        recipe = copy.deepcopy(self.recipe)
+        aggregator = self.step(recipe, "model.aggregator")
+        aggregator.update(patch_embed="dinov2_vitb14_reg", embed_dim=768, num_heads=12)
+        self.step(recipe, "model")["embed_dim"] = 768
+        for head in ("model.camera_head", "model.point_head", "model.depth_head", "model.track_head",
+                     "model.track_head.feature_extractor"):
+            self.step(recipe, head)["dim_in"] = 1536
+        config = VGGTConfig.from_json(self.write(recipe))
+        self.assertEqual((config.patch_embed, config.patch_embed_depth, config.patch_embed_num_heads),
+                         ("dinov2", 12, 12))
+        aggregator.update(patch_embed="dinov2_vitg2_reg")
+        with self.assertRaises(ConfigError):
+            VGGTConfig.from_json(self.write(recipe))
+
     def test_round_trip_through_to_dict(self) -> None:
         config = VGGTConfig.from_json(RECIPE)
         self.assertEqual(VGGTConfig.from_json(self.write(config.to_dict())), config)

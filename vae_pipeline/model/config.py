@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PATCH_EMBED_KINDS = ("dinov2_vitl14_reg", "dinov2_vitb14_reg", "dinov2_vits14_reg", "dinov2_vitg2_reg", "conv")
+PATCH_EMBED_KINDS = ("dinov2", "conv")
+# The official aggregator's named DINOv2 backbones (with registers): embed_dim, depth, heads. ViT-g is left out:
+# its SwiGLU feed-forward is not implemented here.
+DINO_VARIANTS = {
+    "dinov2_vits14_reg": (384, 12, 6),
+    "dinov2_vitb14_reg": (768, 12, 12),
+    "dinov2_vitl14_reg": (1024, 24, 16),
+}
 
 
 class ConfigError(ValueError):
@@ -31,8 +38,9 @@ class VGGTConfig:
     patch_size: int = 14
     embed_dim: int = 1024
 
-    # Patch embedding: "conv" (one strided convolution) or a DINOv2 ViT with registers.
-    patch_embed: str = "dinov2_vitl14_reg"
+    # Patch embedding: "conv" (one strided convolution) or "dinov2", a DINOv2 ViT with registers (VGGT-1B's is
+    # ViT-L/14: the defaults below).
+    patch_embed: str = "dinov2"
     patch_embed_depth: int = 24
     patch_embed_num_heads: int = 16
     patch_embed_mlp_ratio: float = 4.0
@@ -169,8 +177,8 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
             num_register_tokens=agg.get("num_register_tokens", 4),
             qk_norm=bool(agg.get("qk_norm", True)),
             rope_freq=float(agg.get("rope_freq", 100)),
-            patch_embed=agg.get("patch_embed", "dinov2_vitl14_reg"),
         )
+        values.update(_patch_embed_settings(agg.get("patch_embed", "dinov2_vitl14_reg"), values["embed_dim"]))
         # cached_layer_indices needs no field: the aggregator keeps exactly the layers the requested heads read.
 
     dino = by_target.get("model.aggregator.patch_embed")
@@ -184,7 +192,7 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
         if kw.get("embed_dim", values["embed_dim"]) != values["embed_dim"]:
             raise ConfigError(f"{where}: embed_dim must equal the aggregator's ({values['embed_dim']})")
         values.update(
-            patch_embed="dinov2_vitl14_reg",
+            patch_embed="dinov2",
             patch_embed_depth=kw.get("depth", 24),
             patch_embed_num_heads=kw.get("num_heads", 16),
             patch_embed_mlp_ratio=float(kw.get("mlp_ratio", 4.0)),
@@ -250,6 +258,19 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
                 raise ConfigError(f"{where}: features {features} must equal the track head's {values['track_features']}")
             values.update(track_out_channels=out_channels, track_layers=layers)
     return VGGTConfig(**values)
+
+
+def _patch_embed_settings(name: str, embed_dim: int) -> dict[str, Any]:
+    """Config fields for the aggregator's ``patch_embed`` argument: "conv" or a named DINOv2 backbone."""
+    if name == "conv":
+        return {"patch_embed": "conv"}
+    if name not in DINO_VARIANTS:
+        raise ConfigError(f"model.aggregator: patch_embed={name!r} is not supported (supported: conv, "
+                          f"{', '.join(DINO_VARIANTS)})")
+    width, depth, heads = DINO_VARIANTS[name]
+    if width != embed_dim:
+        raise ConfigError(f"model.aggregator: {name} is {width} wide but embed_dim is {embed_dim}")
+    return {"patch_embed": "dinov2", "patch_embed_depth": depth, "patch_embed_num_heads": heads}
 
 
 def _check_dim_in(kwargs: dict[str, Any], dim_in: int, where: str) -> None:
