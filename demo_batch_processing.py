@@ -62,9 +62,9 @@ def row(name: str, summary: RunSummary, frames_per_window: int) -> dict:
         "windows": summary.written,
         "failed": summary.failed,
         "seconds": round(seconds, 3),
-        "windows_per_s": summary.written / seconds,
+        "windows_per_s": summary.windows_per_s,
         "frames_per_s": summary.written * frames_per_window / seconds,
-        "device_busy": summary.device_busy_s / seconds,
+        "device_busy": summary.device_busy_share,
         "forward_passes": summary.forward_passes,
     }
 

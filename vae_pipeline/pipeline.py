@@ -46,6 +46,14 @@ class RunSummary:
     def windows_per_s(self) -> float:
         return self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def device_busy_share(self) -> float:
+        """Share of the run's wall time the device spent in forward passes."""
+        return self.device_busy_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self), "windows_per_s": self.windows_per_s, "device_busy_share": self.device_busy_share}
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present; a CUDA device that is not there is a flag error."""
@@ -248,8 +256,7 @@ def run_pipeline(
     )
     _write_atomic(
         output_dir / "summary.json",
-        json.dumps({**asdict(summary), "windows_per_s": summary.windows_per_s, "provenance": run_provenance},
-                   indent=2) + "\n",
+        json.dumps({**summary.record(), "provenance": run_provenance}, indent=2) + "\n",
     )
     log.info("%d windows written, %d skipped, %d failed in %.1f s", summary.written, summary.skipped,
              summary.failed, summary.elapsed_s)
