@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable
 
+import cv2
 import torch
 from tqdm import tqdm
 
@@ -91,7 +92,16 @@ def _worker_pool(num_workers: int) -> ProcessPoolExecutor | None:
     if num_workers == 0:
         return None
     # Spawned, not forked: the parent holds CUDA state and threads that a fork would copy half-way.
-    return ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded
+    )
+
+
+def _single_threaded() -> None:
+    """Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
+    and torch's thread pools in every worker would oversubscribe the machine many times over."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _collect(

@@ -20,7 +20,8 @@ class OptionsError(ValueError):
 
 
 def default_num_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Every core but two (the device's feeder thread and the frame loaders) reconstructs windows."""
+    return max(1, (os.cpu_count() or 2) - 2)
 
 
 @dataclass
