@@ -264,6 +264,21 @@ class InputTest(PipelineTestCase):
         self.assertEqual([f["name"] for f in record["frames"]], ["frame1.PNG", "frame2.PNG", "frame10.PNG",
                                                                  "frame11.PNG"])
 
+    def test_folder_of_folders_is_mirrored_per_sequence(self) -> None:
+        root = self.tmp / "nested"
+        shutil.rmtree(root, ignore_errors=True)
+        sources = sorted(FRAMES.iterdir())
+        for folder, chosen in (("a", sources[:4]), ("b/c", sources[4:8])):
+            (root / folder).mkdir(parents=True)
+            for source in chosen:
+                shutil.copy(source, root / folder / source.name)
+        out = self.output("nested_out")
+        self.run_ok(root, out, "--window-size", "4")
+        self.assertEqual(sorted(m["folder"] for m in read_manifest(out).values()),
+                         ["a/batch_000/window_000", "b/c/batch_000/window_000"])
+        record = json.loads((out / "b/c/batch_000/window_000/window.json").read_text())
+        self.assertEqual([f["name"] for f in record["frames"]], [p.name for p in sources[4:8]])
+
     def test_video_with_frame_step(self) -> None:
         videos = self.tmp / "videos"
         shutil.rmtree(videos, ignore_errors=True)
