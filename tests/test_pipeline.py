@@ -29,7 +29,7 @@ from vae_pipeline.model import load_vggt
 from vae_pipeline.options import PipelineOptions
 from vae_pipeline.pipeline import plan_jobs, process_window_batch
 from vae_pipeline.reconstruct import ReconstructionOptions
-from vae_pipeline.stages import ForwardStats
+from vae_pipeline.forward import ForwardStats
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = REPO / "testdata" / "scene_arc" / "images"  # 12 frames, 224x168

@@ -15,11 +15,11 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from .batch_size import auto_batch_size
 from .finish import FinishSettings, finish_window
 from .jobs import WindowFailure, WindowJob, WindowOutcome
 from .options import PipelineOptions
-from .stages import ForwardStats, FrameStore, WindowInputs, forward_windows
+from .forward import ForwardStats, auto_batch_size, forward_windows
+from .load import FrameStore, WindowInputs
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,12 @@
-"""A whole run: discover frames, plan windows, load the model, run the stages, write manifest and summary."""
+"""A whole run: discover frames, plan windows, load the model, run the stages, write manifest and summary.
+
+The stages, as plain functions over plain data:
+1. ``load.FrameStore.load_window``: decode (each frame once) and prepare a window's frames for the model;
+2. ``forward.forward_windows``: one forward pass per batch of same-shape windows, split into per-window
+   predictions;
+3. ``finish.finish_window``: reconstruct one window and write its folder (in CPU worker processes).
+``process_window_batch`` runs them one after another; ``executor.run_overlapped`` overlaps them.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ from .model import load_vggt
 from .model.inference import prepare_for_inference
 from .model.loading import ResolvedCheckpoint, checkpoint_fingerprint, describe_source, resolve_checkpoint
 from .options import OptionsError, PipelineOptions
-from .stages import ForwardStats, FrameStore, WindowInputs, forward_windows
+from .forward import ForwardStats, forward_windows
+from .load import FrameStore, WindowInputs
 from .windows import create_windows
 
 log = logging.getLogger(__name__)

@@ -1,127 +1,55 @@
-"""The pipeline's three stages, as plain functions over plain data.
+"""Stage 2: one forward pass per batch of same-shape windows on the device, split into per-window predictions.
 
-1. ``FrameStore.load_window``: decode (each frame once) and prepare a window's frames for the model.
-2. ``forward_windows``: one forward pass per batch of same-shape windows, split into per-window predictions.
-3. ``finish_window``: reconstruct one window and write its folder (runs in CPU worker processes).
-
-``process_window_batch`` in ``pipeline.py`` runs them one after another; ``executor.py`` overlaps them.
+Also what sizes and protects those passes: ``auto_batch_size`` (``--window-batch-size auto``) and the split and
+retry of a batch that runs out of device memory.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .finish import video_frames_dir
-from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
 from .jobs import WindowFailure, WindowJob, describe_error
+from .load import FrameStore, WindowInputs
 from .model.inference import predict
+from .options import FOLDER_BATCH_SIZE_FOR_AUTO, PipelineOptions
 from .reconstruct import ReconstructionOptions, WindowPrediction
 from .reconstruct.pixels import content_boxes
 from .reconstruct.tracking import detect_corners, select_query_frames, to_gray
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class WindowInputs:
-    """A window's frames as the model takes them: ``pixels`` [S, 3, h, w] float32 in [0, 1]."""
-
-    job: WindowJob
-    frames: list[PreparedFrame]
-    pixels: torch.Tensor
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.pixels.shape)
+MEMORY_HEADROOM = 0.85
+MAX_AUTO_BATCH = 64
 
 
-class FrameStore:
-    """Decodes and prepares every frame once, keeps it while some pending window needs it, then lets it go.
+def auto_batch_size(model: torch.nn.Module, jobs: list[WindowJob], options: PipelineOptions) -> int:
+    """Measure one window's peak memory on the device and fit as many as the free memory allows.
 
-    Video frames are also written once under ``output_dir`` (when given), for window folders to link to.
-    Safe to call from several loader threads.
+    On the CPU there is nothing to measure: the folder batch size is used.
     """
-
-    def __init__(self, jobs: list[WindowJob], resize_mode: str, output_dir: Path | None = None):
-        self._resize_mode = resize_mode
-        self._output_dir = output_dir
-        self._lock = threading.Lock()
-        self._sources: dict[str, FrameSource[PreparedFrame]] = {}
-        self._users: dict[tuple[str, int], int] = defaultdict(int)
-        self._first_needed: dict[str, int] = {}
-        for job in jobs:
-            for i in job.frame_indices:
-                self._users[(job.sequence.name, i)] += 1
-            name = job.sequence.name
-            self._first_needed[name] = min(self._first_needed.get(name, len(job.sequence)), *job.frame_indices)
-
-    def load_window(self, job: WindowJob) -> WindowInputs:
-        """Prepared frames of ``job``; raises ``WindowFailure`` naming the frame that could not be read."""
-        source = self._source(job.sequence)
-        try:
-            frames = []
-            for i in job.frame_indices:
-                try:
-                    frames.append(source.get(i))
-                except Exception as exc:
-                    path = job.sequence.frames[i].path
-                    raise WindowFailure(f"cannot read frame {path}: {describe_error(exc)}") from exc
-        finally:
-            self._release(job, source)
-        try:
-            pixels = stack_frames(frames)
-        except ValueError as exc:
-            raise WindowFailure(str(exc)) from None
-        return WindowInputs(job=job, frames=frames, pixels=pixels)
-
-    def _source(self, sequence: Sequence) -> FrameSource[PreparedFrame]:
-        with self._lock:
-            source = self._sources.get(sequence.name)
-            if source is None:
-                source = self._sources[sequence.name] = FrameSource(sequence, partial(self._prepare, sequence))
-            return source
-
-    def _prepare(self, sequence: Sequence, frame: Frame, image: np.ndarray) -> PreparedFrame:
-        if sequence.is_video and self._output_dir is not None:
-            save_video_frame(video_frames_dir(self._output_dir, sequence.name), frame.name, image)
-        return prepare_frame(image, self._resize_mode)
-
-    def _release(self, job: WindowJob, source: FrameSource[PreparedFrame]) -> None:
-        name = job.sequence.name
-        with self._lock:
-            for i in job.frame_indices:
-                self._users[(name, i)] -= 1
-            first = self._first_needed[name]
-            while first < len(job.sequence) and self._users.get((name, first), 0) <= 0:
-                first += 1
-            self._first_needed[name] = first
-        source.release_before(first)
-        if first >= len(job.sequence):
-            source.close()
-
-
-def save_video_frame(folder: Path, name: str, image: np.ndarray) -> None:
-    """Write a decoded video frame once (atomically), for the window folders' ``images/`` to link to."""
-    target = folder / name
-    if target.exists():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".partial-{threading.get_ident()}-{name}"
-    Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
-    os.replace(staging, target)
+    device = next(model.parameters()).device
+    if device.type != "cuda" or not jobs:
+        return FOLDER_BATCH_SIZE_FOR_AUTO
+    sample = FrameStore(jobs[:1], options.resize_mode).load_window(jobs[0]).pixels[None].to(device)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        predict(model, sample, camera=True, depth=True)
+    per_window = max(torch.cuda.max_memory_allocated(device) - baseline, 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    size = int(max(1, min(MAX_AUTO_BATCH, MEMORY_HEADROOM * free // per_window)))
+    log.info("auto batch size: %d windows (%.2f GiB per window, %.1f GiB free)", size, per_window / 2**30, free / 2**30)
+    return size
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

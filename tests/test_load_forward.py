@@ -13,7 +13,8 @@ from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
 from vae_pipeline.options import PipelineOptions
 from vae_pipeline.pipeline import plan_jobs
 from vae_pipeline.reconstruct import ReconstructionOptions
-from vae_pipeline.stages import ForwardStats, FrameStore, forward_windows, plan_vggt_queries
+from vae_pipeline.forward import ForwardStats, forward_windows, plan_vggt_queries
+from vae_pipeline.load import FrameStore
 
 FRAMES = Path(__file__).resolve().parents[1] / "testdata" / "scene_arc" / "images"
 

@@ -1,0 +1,107 @@
+"""Stage 1: decode each frame once and prepare windows of frames for the model (runs in loader threads)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .finish import video_frames_dir
+from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
+from .jobs import WindowFailure, WindowJob, describe_error
+
+
+@dataclass
+class WindowInputs:
+    """A window's frames as the model takes them: ``pixels`` [S, 3, h, w] float32 in [0, 1]."""
+
+    job: WindowJob
+    frames: list[PreparedFrame]
+    pixels: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape)
+
+
+class FrameStore:
+    """Decodes and prepares every frame once, keeps it while some pending window needs it, then lets it go.
+
+    Video frames are also written once under ``output_dir`` (when given), for window folders to link to.
+    Safe to call from several loader threads.
+    """
+
+    def __init__(self, jobs: list[WindowJob], resize_mode: str, output_dir: Path | None = None):
+        self._resize_mode = resize_mode
+        self._output_dir = output_dir
+        self._lock = threading.Lock()
+        self._sources: dict[str, FrameSource[PreparedFrame]] = {}
+        self._users: dict[tuple[str, int], int] = defaultdict(int)
+        self._first_needed: dict[str, int] = {}
+        for job in jobs:
+            for i in job.frame_indices:
+                self._users[(job.sequence.name, i)] += 1
+            name = job.sequence.name
+            self._first_needed[name] = min(self._first_needed.get(name, len(job.sequence)), *job.frame_indices)
+
+    def load_window(self, job: WindowJob) -> WindowInputs:
+        """Prepared frames of ``job``; raises ``WindowFailure`` naming the frame that could not be read."""
+        source = self._source(job.sequence)
+        try:
+            frames = []
+            for i in job.frame_indices:
+                try:
+                    frames.append(source.get(i))
+                except Exception as exc:
+                    path = job.sequence.frames[i].path
+                    raise WindowFailure(f"cannot read frame {path}: {describe_error(exc)}") from exc
+        finally:
+            self._release(job, source)
+        try:
+            pixels = stack_frames(frames)
+        except ValueError as exc:
+            raise WindowFailure(str(exc)) from None
+        return WindowInputs(job=job, frames=frames, pixels=pixels)
+
+    def _source(self, sequence: Sequence) -> FrameSource[PreparedFrame]:
+        with self._lock:
+            source = self._sources.get(sequence.name)
+            if source is None:
+                source = self._sources[sequence.name] = FrameSource(sequence, partial(self._prepare, sequence))
+            return source
+
+    def _prepare(self, sequence: Sequence, frame: Frame, image: np.ndarray) -> PreparedFrame:
+        if sequence.is_video and self._output_dir is not None:
+            save_video_frame(video_frames_dir(self._output_dir, sequence.name), frame.name, image)
+        return prepare_frame(image, self._resize_mode)
+
+    def _release(self, job: WindowJob, source: FrameSource[PreparedFrame]) -> None:
+        name = job.sequence.name
+        with self._lock:
+            for i in job.frame_indices:
+                self._users[(name, i)] -= 1
+            first = self._first_needed[name]
+            while first < len(job.sequence) and self._users.get((name, first), 0) <= 0:
+                first += 1
+            self._first_needed[name] = first
+        source.release_before(first)
+        if first >= len(job.sequence):
+            source.close()
+
+
+def save_video_frame(folder: Path, name: str, image: np.ndarray) -> None:
+    """Write a decoded video frame once (atomically), for the window folders' ``images/`` to link to."""
+    target = folder / name
+    if target.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".partial-{threading.get_ident()}-{name}"
+    Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
+    os.replace(staging, target)
