@@ -12,12 +12,10 @@ from typing import Any
 
 from .export.window_folder import FrameFile, write_window_folder
 from .frames import decode_image, needs_normalized_copy
-from .jobs import WindowJob, WindowOutcome, describe_error
+from .jobs import WindowJob, WindowOutcome, describe_error, video_frames_dir
 from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
 
 log = logging.getLogger(__name__)
-
-VIDEO_FRAMES_FOLDER = "frames"
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,6 @@ class FinishSettings:
     colmap_text: bool = False
     save_depth: bool = False
     overwrite: bool = False
-
-
-def video_frames_dir(output_dir: Path, sequence_name: str) -> Path:
-    """Where a video sequence's decoded frames are written once, for every window to link to."""
-    return output_dir / sequence_name / VIDEO_FRAMES_FOLDER
 
 
 def finish_window(job: WindowJob, prediction: WindowPrediction, settings: FinishSettings) -> WindowOutcome:

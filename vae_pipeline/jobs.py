@@ -72,3 +72,11 @@ def describe_error(exc: BaseException) -> str:
     """One line: the exception's type and message (which file, what went wrong)."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+VIDEO_FRAMES_FOLDER = "frames"
+
+
+def video_frames_dir(output_dir: Path, sequence_name: str) -> Path:
+    """Where a video sequence's decoded frames are written once, for every window to link to."""
+    return output_dir / sequence_name / VIDEO_FRAMES_FOLDER

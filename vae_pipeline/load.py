@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .finish import video_frames_dir
 from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
-from .jobs import WindowFailure, WindowJob, describe_error
+from .jobs import WindowFailure, WindowJob, describe_error, video_frames_dir
 
 
 @dataclass
