@@ -24,14 +24,14 @@ from . import __version__
 from .errors import OutputError
 from .export.window_folder import remove_stale_staging
 from .finish import FinishSettings, finish_window
+from .forward import ForwardStats, forward_windows
 from .frames import Sequence, discover_sequences
 from .jobs import WindowJob, WindowOutcome
+from .load import FrameStore, WindowInputs
 from .model import load_vggt
 from .model.inference import prepare_for_inference
 from .model.loading import ResolvedCheckpoint, checkpoint_fingerprint, describe_source, resolve_checkpoint
 from .options import OptionsError, PipelineOptions
-from .forward import ForwardStats, forward_windows
-from .load import FrameStore, WindowInputs
 from .windows import create_windows
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[Windo
         if len(sequence.frames) < options.window_size:
             log.warning(
                 "sequence %s has %d frames, fewer than --window-size %d: one window of all of them",
-                sequence.name or options.input_dir, len(sequence.frames), options.window_size,
+                sequence.source, len(sequence.frames), options.window_size,
             )
         windows = create_windows(list(range(len(sequence.frames))), options.window_size, options.window_stride)
         for i, frame_indices in enumerate(windows):
@@ -122,7 +122,6 @@ def process_window_batch(
     batch_idx: int,
     config: PipelineOptions,
     *,
-    store: FrameStore | None = None,
     settings: FinishSettings | None = None,
     stats: ForwardStats | None = None,
 ) -> list[WindowOutcome]:
@@ -132,7 +131,7 @@ def process_window_batch(
     stops the others. ``executor.run_overlapped`` does the same work with the stages running concurrently.
     """
     log.debug("batch %d: %d windows", batch_idx, len(window_batch))
-    store = store or FrameStore(window_batch, config.resize_mode, config.output_dir)
+    store = FrameStore(window_batch, config.resize_mode, config.output_dir)
     settings = settings or FinishSettings(config.output_dir, config.reconstruction, provenance(config))
     outcomes: dict[int, WindowOutcome] = {}
     loaded: list[tuple[int, WindowInputs]] = []
