@@ -1,25 +1,25 @@
 """Overlapped execution: frames load in background threads, the device runs one batch while the previous
-batch's windows are reconstructed in CPU worker processes. Bounded queues keep memory flat on any input length.
+batch's windows are reconstructed in CPU worker processes (``workers.FinishPool``). Bounded queues keep memory
+flat on any input length.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-import cv2
 import torch
 from tqdm import tqdm
 
-from .finish import FinishSettings, finish_window
-from .jobs import WindowFailure, WindowJob, WindowOutcome
-from .options import PipelineOptions
+from .finish import FinishSettings
 from .forward import ForwardStats, auto_batch_size, forward_windows
+from .jobs import WindowFailure, WindowJob, WindowOutcome
 from .load import FrameStore, WindowInputs
+from .options import PipelineOptions
+from .workers import FinishPool
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,7 @@ def run_overlapped(
         on_outcome(outcome)
         bar.update(1)
 
-    pool = _worker_pool(options.num_workers)
-    in_flight: list[tuple[WindowJob, Future]] = []
-    max_in_flight = 2 * max(options.num_workers, 1)
+    finisher = FinishPool(options.num_workers, settings, report)
     loader.start()
     try:
         while (batch := loaded.get()) is not None:
@@ -72,55 +70,16 @@ def run_overlapped(
             for window, prediction in zip(inputs, predictions):
                 if isinstance(prediction, WindowFailure):
                     report(WindowOutcome.for_job(window.job, settings.output_dir, "failed", reason=str(prediction)))
-                elif pool is None:
-                    report(finish_window(window.job, prediction, settings))
                 else:
-                    in_flight.append((window.job, pool.submit(finish_window, window.job, prediction, settings)))
-            in_flight = _collect(in_flight, max_in_flight, settings, report)
-        _collect(in_flight, 0, settings, report)
+                    finisher.submit(window.job, prediction)
+        finisher.drain()
     finally:
         stop.set()
         _drain(loaded)
         loader.join()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        finisher.close()
         bar.close()
     return stats
-
-
-def _worker_pool(num_workers: int) -> ProcessPoolExecutor | None:
-    if num_workers == 0:
-        return None
-    # Spawned, not forked: the parent holds CUDA state and threads that a fork would copy half-way.
-    return ProcessPoolExecutor(
-        max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded
-    )
-
-
-def _single_threaded() -> None:
-    """Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
-    and torch's thread pools in every worker would oversubscribe the machine many times over."""
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
-def _collect(
-    in_flight: list[tuple[WindowJob, Future]],
-    keep: int,
-    settings: FinishSettings,
-    report: Callable[[WindowOutcome], None],
-) -> list[tuple[WindowJob, Future]]:
-    """Report finished windows; block on the oldest until at most ``keep`` remain in flight."""
-    remaining = []
-    for i, (job, future) in enumerate(in_flight):
-        if future.done() or len(in_flight) - i > keep:
-            try:
-                report(future.result())
-            except Exception as exc:  # the worker process itself died
-                report(WindowOutcome.for_job(job, settings.output_dir, "failed", reason=f"worker crashed: {exc}"))
-        else:
-            remaining.append((job, future))
-    return remaining
 
 
 def _load_batches(
