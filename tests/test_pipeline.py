@@ -7,11 +7,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -199,6 +201,36 @@ class OutputLayoutTest(PipelineTestCase):
         self.assertFalse(stale.exists())
         self.assertTrue(elsewhere.exists() and running.exists())
         self.assertTrue((out / "batch_000" / "window_000" / "window.json").is_file())
+
+
+    def test_sigterm_stops_the_run_cleanly_and_a_rerun_finishes_it(self) -> None:
+        frames = self.tmp / "long_frames"
+        shutil.rmtree(frames, ignore_errors=True)
+        frames.mkdir()
+        sources = sorted(FRAMES.iterdir())
+        for i in range(48):
+            shutil.copy(sources[i % len(sources)], frames / f"{i:04d}.png")
+        out = self.output("terminated")
+        command = [sys.executable, str(REPO / "vae_data_pipeline_batch.py"), "--input-dir", str(frames),
+                   "--output-dir", str(out), "--checkpoint", str(self.checkpoint), *FAST, "--window-size", "4",
+                   "--window-stride", "1", "--window-batch-size", "1"]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (out / "batch_002").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+        self.assertEqual(process.returncode, 130, stderr)
+        self.assertIn("interrupted", stderr)
+        self.assertNotIn("Traceback", stderr)
+        finished = {m["window_id"] for m in read_manifest(out).values() if m["status"] == "ok"}
+        self.assertLess(len(finished), 45)
+        for window_id in finished:
+            self.assertTrue((out / read_manifest(out)[window_id]["folder"] / "window.json").is_file())
+        self.run_ok(frames, out, "--window-size", "4", "--window-stride", "1", "--window-batch-size", "1")
+        statuses = [m["status"] for m in read_manifest(out).values()]
+        self.assertEqual(len(statuses), 45)
+        self.assertEqual(statuses.count("skipped"), len(finished))
 
 
 class BatchingTest(PipelineTestCase):

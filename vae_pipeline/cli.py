@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -129,7 +130,14 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A scheduler's SIGTERM stops the run like Ctrl-C: the manifest is closed, finished windows stay (and
+    # pycolmap's import would otherwise have glog dump stack traces for it).
+    signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,

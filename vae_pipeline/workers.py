@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
@@ -102,12 +103,18 @@ class FinishPool:
 def _process_pool(num_workers: int) -> ProcessPoolExecutor:
     # Spawned, not forked: the parent holds CUDA state and threads that a fork would copy half-way.
     return ProcessPoolExecutor(
-        max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded
+        max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
     )
 
 
-def _single_threaded() -> None:
+def _init_worker() -> None:
     """Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
-    and torch's thread pools in every worker would oversubscribe the machine many times over."""
+    and torch's thread pools in every worker would oversubscribe the machine many times over.
+
+    pycolmap's import installs glog's failure handler for SIGTERM, which dumps a stack trace and can deadlock when
+    the signal lands inside the garbage collector; a worker told to stop (the pool replacing itself after a
+    crash, or the run ending) must simply stop.
+    """
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
