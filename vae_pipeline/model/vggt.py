@@ -46,34 +46,8 @@ class VGGT(nn.Module):
             if config.enable_camera
             else None
         )
-        self.point_head = (
-            DPTHead(
-                dim_in,
-                patch_size=config.patch_size,
-                output_dim=4,
-                activation="inv_log",
-                conf_activation="expp1",
-                features=config.point_features,
-                out_channels=config.point_out_channels,
-                layers=config.point_layers,
-            )
-            if config.enable_point
-            else None
-        )
-        self.depth_head = (
-            DPTHead(
-                dim_in,
-                patch_size=config.patch_size,
-                output_dim=2,
-                activation="exp",
-                conf_activation="expp1",
-                features=config.depth_features,
-                out_channels=config.depth_out_channels,
-                layers=config.depth_layers,
-            )
-            if config.enable_depth
-            else None
-        )
+        self.point_head = _dpt_head(config, "point", output_dim=4, activation="inv_log") if config.enable_point else None
+        self.depth_head = _dpt_head(config, "depth", output_dim=2, activation="exp") if config.enable_depth else None
         self.track_head = (
             TrackHead(
                 dim_in,
@@ -189,3 +163,17 @@ class VGGT(nn.Module):
             )
             predictions["track"] = track_list[-1]
         return predictions
+
+
+def _dpt_head(config: VGGTConfig, head: str, output_dim: int, activation: str) -> DPTHead:
+    """The depth or point head: a DPT with ``config``'s ``{head}_features``, ``_out_channels`` and ``_layers``."""
+    return DPTHead(
+        config.head_dim_in,
+        patch_size=config.patch_size,
+        output_dim=output_dim,
+        activation=activation,
+        conf_activation="expp1",
+        features=getattr(config, f"{head}_features"),
+        out_channels=getattr(config, f"{head}_out_channels"),
+        layers=getattr(config, f"{head}_layers"),
+    )
