@@ -49,8 +49,9 @@ def write_window_folder(
 ) -> None:
     """Assemble the window under a temporary sibling name, then rename it to ``folder``.
 
-    ``points_xyz`` [N, 3] and ``points_rgb`` [N, 3] go to ``sparse/points.ply``; ``record`` is what ``window.json`` holds; ``depth``/``depth_conf`` [S, h, w] go to ``depth/`` as float16 when
-    given. An existing ``folder`` is replaced only with ``overwrite``.
+    ``points_xyz`` [N, 3] and ``points_rgb`` [N, 3] go to ``sparse/points.ply``; ``record`` is what
+    ``window.json`` holds; ``depth``/``depth_conf`` [S, h, w] go to ``depth/`` as float16 when given. An existing
+    ``folder`` is replaced only with ``overwrite``.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{_owner()}"

@@ -255,7 +255,9 @@ def _from_recipe(steps: list[dict[str, Any]]) -> VGGTConfig:
             _check_dim_in(kw, dim_in, where)
             features, out_channels, layers = _dpt_settings(kw)
             if features != values["track_features"]:
-                raise ConfigError(f"{where}: features {features} must equal the track head's {values['track_features']}")
+                raise ConfigError(
+                    f"{where}: features {features} must equal the track head's {values['track_features']}"
+                )
             values.update(track_out_channels=out_channels, track_layers=layers)
     return VGGTConfig(**values)
 

@@ -127,8 +127,8 @@ class VGGT(nn.Module):
 
         ``images`` ``[B, S, 3, H, W]``, ``query_points`` ``[B, N, 2]`` (None: no tracks). Keys as in ``forward``
         (without ``images``). ``dpt_frames_chunk`` bounds how many frames the DPT heads decode at once (memory
-        only; the results are the same). The camera, depth and point heads run with autocast disabled, as the official model
-        does; the track head runs under the caller's autocast.
+        only; the results are the same). The camera, depth and point heads run with autocast disabled, as the
+        official model does; the track head runs under the caller's autocast.
         """
         requested = {"camera": camera, "depth": depth, "points": points, "track": query_points is not None}
         modules = {
