@@ -255,7 +255,8 @@ class Tracker(nn.Module):
         # the usual row-major window, which the trained correlation MLP expects.
         offsets = torch.arange(-corr_radius, corr_radius + 1, dtype=torch.float32)
         x_offsets, y_offsets = torch.meshgrid(offsets, offsets, indexing="ij")
-        self.register_buffer("window_offsets", torch.stack([x_offsets, y_offsets], dim=-1).view(-1, 2), persistent=False)
+        window_offsets = torch.stack([x_offsets, y_offsets], dim=-1).view(-1, 2)
+        self.register_buffer("window_offsets", window_offsets, persistent=False)
 
     def forward(
         self,

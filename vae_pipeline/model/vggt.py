@@ -46,8 +46,8 @@ class VGGT(nn.Module):
             if config.enable_camera
             else None
         )
-        self.point_head = _dpt_head(config, "point", output_dim=4, activation="inv_log") if config.enable_point else None
-        self.depth_head = _dpt_head(config, "depth", output_dim=2, activation="exp") if config.enable_depth else None
+        self.point_head = _dpt_head(config, "point", 4, "inv_log") if config.enable_point else None
+        self.depth_head = _dpt_head(config, "depth", 2, "exp") if config.enable_depth else None
         self.track_head = (
             TrackHead(
                 dim_in,
