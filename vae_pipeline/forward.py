@@ -129,7 +129,7 @@ def _forward_group(
         query_points = query_points.to(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = predict(model, images, camera=True, depth=True, query_points=query_points)
+        out = predict(model, images, camera=True, depth=True, query_points=query_points, dense_batch=len(group))
         out = {k: out[k].float().cpu() for k in PREDICTION_KEYS if k in out}
     stats.device_seconds += time.perf_counter() - start  # .cpu() waits for the device
     stats.forward_passes += 1

@@ -85,6 +85,7 @@ def predict(
     points: bool = False,
     query_points: torch.Tensor | None = None,
     trunk_dtype: torch.dtype | None = None,
+    dense_batch: int | None = None,
 ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
     """Run ``model`` without gradients on ``images`` and return only what is asked.
 
@@ -98,6 +99,10 @@ def predict(
         images: ``[B, S, 3, H, W]`` or ``[S, 3, H, W]`` in [0, 1].
         camera, depth, points: which heads to run.
         query_points: ``[B, N, 2]`` or ``[N, 2]`` (x, y) pixels in frame 0; tracks are computed when given.
+        trunk_dtype: reduced precision of the aggregator (default: what ``prepare_for_inference`` stored, else
+            ``autocast_dtype``).
+        dense_batch: camera, depth and points only for the first ``dense_batch`` elements (the rest feed the track
+            head alone); their outputs then have ``dense_batch`` elements.
 
     Returns:
         The keys of ``VGGT.forward`` for the requested heads (``images`` included in eval mode), plus with
@@ -121,6 +126,7 @@ def predict(
             points=points,
             query_points=query_points,
             dpt_frames_chunk=DPT_FRAMES_CHUNK,
+            dense_batch=dense_batch,
         )
     # The track head's scores come out of autocast in reduced precision, which NumPy cannot take.
     predictions = {

@@ -122,13 +122,16 @@ class VGGT(nn.Module):
         points: bool,
         query_points: torch.Tensor | None = None,
         dpt_frames_chunk: int | None = None,
+        dense_batch: int | None = None,
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Compute only the requested outputs; the aggregator keeps only the layers those heads read.
 
         ``images`` ``[B, S, 3, H, W]``, ``query_points`` ``[B, N, 2]`` (None: no tracks). Keys as in ``forward``
         (without ``images``). ``dpt_frames_chunk`` bounds how many frames the DPT heads decode at once (memory
-        only; the results are the same). The camera, depth and point heads run with autocast disabled, as the
-        official model does; the track head runs under the caller's autocast.
+        only; the results are the same). ``dense_batch``: the camera, depth and point heads run on the first
+        ``dense_batch`` elements only (the others are there for the track head alone). The camera, depth and point
+        heads run with autocast disabled, as the official model does; the track head runs under the caller's
+        autocast.
         """
         requested = {"camera": camera, "depth": depth, "points": points, "track": query_points is not None}
         modules = {
@@ -143,19 +146,21 @@ class VGGT(nn.Module):
 
         tokens = self.aggregator(images, keep_layers=self.layers_needed(**requested))
         start = self.aggregator.patch_start_idx
+        dense_tokens = [None if t is None else t[:dense_batch] for t in tokens]
+        dense_images = images[:dense_batch]
         predictions: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
             if camera:
-                pose_enc_list = self.camera_head(tokens)
+                pose_enc_list = self.camera_head(dense_tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
             if depth:
                 predictions["depth"], predictions["depth_conf"] = self.depth_head(
-                    tokens, images, start, frames_chunk_size=dpt_frames_chunk
+                    dense_tokens, dense_images, start, frames_chunk_size=dpt_frames_chunk
                 )
             if points:
                 predictions["world_points"], predictions["world_points_conf"] = self.point_head(
-                    tokens, images, start, frames_chunk_size=dpt_frames_chunk
+                    dense_tokens, dense_images, start, frames_chunk_size=dpt_frames_chunk
                 )
         if query_points is not None:
             track_list, predictions["vis"], predictions["conf"] = self.track_head(
