@@ -358,6 +358,8 @@ class FailureTest(PipelineTestCase):
         empty.mkdir(exist_ok=True)
         blocker = self.tmp / "not_a_folder"
         blocker.write_text("")
+        garbage = self.tmp / "garbage.safetensors"
+        garbage.write_bytes(b"\x00" * 100)
         out = self.tmp / "usage_out"
         cases = {
             "missing input": ["--input-dir", self.tmp / "nowhere", "--output-dir", out],
@@ -370,6 +372,7 @@ class FailureTest(PipelineTestCase):
             "output inside input": ["--input-dir", FRAMES.parent, "--output-dir", FRAMES.parent / "out"],
             "missing checkpoint": ["--input-dir", FRAMES, "--output-dir", out, "--checkpoint",
                                    self.tmp / "missing.pt"],
+            "unloadable checkpoint": ["--input-dir", FRAMES, "--output-dir", out, "--checkpoint", garbage],
         }
         for name, args in cases.items():
             with self.subTest(name):
