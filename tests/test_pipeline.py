@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pycolmap
 import torch
+from PIL import Image
 from tiny_model import write_checkpoint
 
 from vae_pipeline.cli import main
@@ -310,6 +311,26 @@ class InputTest(PipelineTestCase):
                          ["a/batch_000/window_000", "b/c/batch_000/window_000"])
         record = json.loads((out / "b/c/batch_000/window_000/window.json").read_text())
         self.assertEqual([f["name"] for f in record["frames"]], [p.name for p in sources[4:8]])
+
+    def test_exif_rotated_frames_are_decoded_once_and_linked_upright(self) -> None:
+        folder = self.tmp / "rotated"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for source in sorted(FRAMES.iterdir())[:6]:
+            image = Image.open(source)
+            exif = image.getexif()
+            exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise: portrait
+            image.save(folder / f"{source.stem}.jpg", exif=exif, quality=95)
+        out = self.output("rotated_out")
+        self.run_ok(folder, out, "--window-size", "4", "--window-stride", "2")
+        for window in ("batch_000/window_000", "batch_000/window_001"):
+            model = pycolmap.Reconstruction(str(out / window / "sparse"))
+            self.assertEqual({(c.width, c.height) for c in model.cameras.values()}, {(168, 224)})
+            for linked in (out / window / "images").iterdir():
+                self.assertEqual(linked.resolve().parent, (out / "frames").resolve())
+                self.assertEqual(cv2.imread(str(linked), cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_COLOR).shape,
+                                 (224, 168, 3))
+        self.assertEqual(len(list((out / "frames").iterdir())), 6)
 
     def test_video_with_frame_step(self) -> None:
         videos = self.tmp / "videos"

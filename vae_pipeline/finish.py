@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .export.window_folder import FrameFile, write_window_folder
-from .frames import decode_image, needs_normalized_copy
-from .jobs import WindowJob, WindowOutcome, describe_error, video_frames_dir
+from .export.window_folder import write_window_folder
+from .jobs import WindowJob, WindowOutcome, describe_error, frame_copies_dir
 from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,15 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
         return WindowOutcome.for_job(job, settings.output_dir, "failed", reason=describe_error(exc))
 
 
-def frame_files(job: WindowJob, output_dir: Path) -> list[FrameFile]:
-    """What ``images/`` holds: links to the input files, upright copies of files that a reader ignoring EXIF
-    orientation or transparency would see otherwise, and links to a video's saved frames."""
+def frame_files(job: WindowJob, output_dir: Path) -> list[tuple[str, Path]]:
+    """(name, file) of each frame for ``images/``: the decoded copy the load stage wrote, where it wrote one
+    (video frames, EXIF-rotated or transparent images), else the input file itself."""
+    copies = frame_copies_dir(output_dir, job.sequence.name)
     files = []
     for i in job.frame_indices:
         frame = job.sequence.frames[i]
-        if job.sequence.is_video:
-            files.append(FrameFile(frame.name, video_frames_dir(output_dir, job.sequence.name) / frame.name))
-        elif needs_normalized_copy(frame.path):
-            files.append(FrameFile(frame.name, frame.path, decode_image(frame.path)))
-        else:
-            files.append(FrameFile(frame.name, frame.path))
+        copy = copies / frame.name
+        files.append((frame.name, copy if copy.exists() else frame.path))
     return files
 
 

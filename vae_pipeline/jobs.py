@@ -74,9 +74,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-VIDEO_FRAMES_FOLDER = "frames"
+FRAME_COPIES_FOLDER = "frames"
 
 
-def video_frames_dir(output_dir: Path, sequence_name: str) -> Path:
-    """Where a video sequence's decoded frames are written once, for every window to link to."""
-    return output_dir / sequence_name / VIDEO_FRAMES_FOLDER
+def frame_copies_dir(output_dir: Path, sequence_name: str) -> Path:
+    """Where frames that cannot be linked as they are on disk are written once per sequence, decoded, for every
+    window to link to: video frames, and images whose EXIF orientation or transparency another reader would
+    show differently from what the cameras saw."""
+    return output_dir / sequence_name / FRAME_COPIES_FOLDER

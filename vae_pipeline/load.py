@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .frames import Frame, FrameSource, PreparedFrame, Sequence, prepare_frame, stack_frames
-from .jobs import WindowFailure, WindowJob, describe_error, video_frames_dir
+from .frames import Frame, FrameSource, PreparedFrame, Sequence, needs_normalized_copy, prepare_frame, stack_frames
+from .jobs import WindowFailure, WindowJob, describe_error, frame_copies_dir
 
 
 @dataclass
@@ -33,7 +33,8 @@ class WindowInputs:
 class FrameStore:
     """Decodes and prepares every frame once, keeps it while some pending window needs it, then lets it go.
 
-    Video frames are also written once under ``output_dir`` (when given), for window folders to link to.
+    Frames that cannot be linked as they are on disk (``needs_frame_copy``) are also written once under
+    ``output_dir`` (when given), for window folders to link to.
     Safe to call from several loader threads.
     """
 
@@ -77,8 +78,8 @@ class FrameStore:
             return source
 
     def _prepare(self, sequence: Sequence, frame: Frame, image: np.ndarray) -> PreparedFrame:
-        if sequence.is_video and self._output_dir is not None:
-            save_video_frame(video_frames_dir(self._output_dir, sequence.name), frame.name, image)
+        if self._output_dir is not None and needs_frame_copy(sequence, frame):
+            save_frame_copy(frame_copies_dir(self._output_dir, sequence.name), frame.name, image)
         return prepare_frame(image, self._resize_mode)
 
     def _release(self, job: WindowJob, source: FrameSource[PreparedFrame]) -> None:
@@ -95,8 +96,14 @@ class FrameStore:
             source.close()
 
 
-def save_video_frame(folder: Path, name: str, image: np.ndarray) -> None:
-    """Write a decoded video frame once (atomically), for the window folders' ``images/`` to link to."""
+def needs_frame_copy(sequence: Sequence, frame: Frame) -> bool:
+    """Video frames have no file of their own; some images show other pixels to readers that ignore EXIF
+    orientation or transparency."""
+    return sequence.is_video or needs_normalized_copy(frame.path)
+
+
+def save_frame_copy(folder: Path, name: str, image: np.ndarray) -> None:
+    """Write a decoded frame once (atomically), for the window folders' ``images/`` to link to."""
     target = folder / name
     if target.exists():
         return

@@ -13,25 +13,13 @@ import os
 import re
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pycolmap
-from PIL import Image
 
 from .ply import write_ply
-
-
-@dataclass(frozen=True)
-class FrameFile:
-    """A window frame for ``images/``: a link to ``path``, or ``pixels`` [H, W, 3] written out when the file on
-    disk does not show what the cameras saw (EXIF orientation)."""
-
-    name: str
-    path: Path
-    pixels: np.ndarray | None = None
 
 
 def write_window_folder(
@@ -39,7 +27,7 @@ def write_window_folder(
     reconstruction: pycolmap.Reconstruction,
     points_xyz: np.ndarray,
     points_rgb: np.ndarray,
-    frames: list[FrameFile],
+    frames: list[tuple[str, Path]],
     record: dict[str, Any],
     *,
     colmap_text: bool = False,
@@ -50,8 +38,8 @@ def write_window_folder(
     """Assemble the window under a temporary sibling name, then rename it to ``folder``.
 
     ``points_xyz`` [N, 3] and ``points_rgb`` [N, 3] go to ``sparse/points.ply``; ``record`` is what
-    ``window.json`` holds; ``depth``/``depth_conf`` [S, h, w] go to ``depth/`` as float16 when given. An existing
-    ``folder`` is replaced only with ``overwrite``.
+    ``window.json`` holds; ``frames`` (name, file) are linked into ``images/``; ``depth``/``depth_conf``
+    [S, h, w] go to ``depth/`` as float16 when given. An existing ``folder`` is replaced only with ``overwrite``.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{_owner()}"
@@ -69,7 +57,7 @@ def _fill(
     staging: Path,
     reconstruction: pycolmap.Reconstruction,
     points: tuple[np.ndarray, np.ndarray],
-    frames: list[FrameFile],
+    frames: list[tuple[str, Path]],
     record: dict[str, Any],
     colmap_text: bool,
     depth: np.ndarray | None,
@@ -84,21 +72,17 @@ def _fill(
 
     images = staging / "images"
     images.mkdir()
-    for frame in frames:
-        target = images / frame.name
-        if frame.pixels is not None:
-            Image.fromarray(frame.pixels).save(target)
-        else:
-            _link_or_copy(frame.path, target)
+    for name, path in frames:
+        _link_or_copy(path, images / name)
 
     if depth is not None:
         depth_dir = staging / "depth"
         depth_dir.mkdir()
-        for i, frame in enumerate(frames):
+        for i, (name, _) in enumerate(frames):
             arrays = {"depth": depth[i].astype(np.float16)}
             if depth_conf is not None:
                 arrays["confidence"] = depth_conf[i].astype(np.float16)
-            np.savez_compressed(depth_dir / f"{Path(frame.name).stem}.npz", **arrays)
+            np.savez_compressed(depth_dir / f"{Path(name).stem}.npz", **arrays)
 
     (staging / "window.json").write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
     (staging / "window_info.txt").write_text(format_window_info(record))
