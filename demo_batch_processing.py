@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from vae_pipeline.cli import build_parser, options_from_args
-from vae_pipeline.errors import usage_errors
+from vae_pipeline.errors import USAGE_ERRORS
 from vae_pipeline.export.compare import compare_outputs
 from vae_pipeline.model import VGGTConfig, load_vggt
 from vae_pipeline.model.inference import prepare_for_inference
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         options.validate()
         device = resolve_device(options.device)
         model, source = build_model(args, device)
-    except usage_errors() as exc:
+    except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     work = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="vae_demo_"))
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             row(f"batches of {batched.window_batch_size or 'auto'}, overlapped stages",
                 run_pipeline(batched, False, model=model, overlapped=True), options.window_size),
         ]
-    except usage_errors() as exc:
+    except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     differences = compare_outputs(serial.output_dir, batched.output_dir)

@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    from .errors import usage_errors
+    from .errors import USAGE_ERRORS
     from .pipeline import run_pipeline
 
     try:
         options = options_from_args(args)
         options.validate()
         summary = run_pipeline(options, progress=not args.quiet)
-    except usage_errors() as exc:
+    except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from .frames import InputError
+from .model.config import ConfigError
+from .model.loading import CheckpointError
+from .options import OptionsError
+
 
 class OutputError(OSError):
     """The output folder cannot be created or written."""
 
 
-def usage_errors() -> tuple[type[Exception], ...]:
-    """Every exception class that means 'the user asked for something that cannot work'."""
-    from .frames import InputError
-    from .model.config import ConfigError
-    from .model.loading import CheckpointError
-    from .options import OptionsError
-
-    return (InputError, CheckpointError, ConfigError, OptionsError, OutputError)
+# Every exception class that means "the user asked for something that cannot work".
+USAGE_ERRORS: tuple[type[Exception], ...] = (InputError, CheckpointError, ConfigError, OptionsError, OutputError)
