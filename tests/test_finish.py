@@ -57,7 +57,7 @@ class FinishWithBundleAdjustmentTest(unittest.TestCase):
         folder = self.output / outcome.folder
         record = json.loads((folder / "window.json").read_text())
         self.assertEqual(record["ba"], "ok")
-        self.assertLess(record["metrics"]["mean_reproj_error"], 0.5)
+        self.assertLess(record["metrics"]["reproj_error_per_observation_px"], 0.5)
         self.assertGreater(record["timings"]["ba_s"], 0)
         model = pycolmap.Reconstruction(str(folder / "sparse"))
         self.assertEqual(len(model.cameras), 1)  # --shared-camera is on by default

@@ -168,7 +168,7 @@ class FeedForwardTest(unittest.TestCase):
         np.testing.assert_array_equal(result.points_rgb, [reconstruction.point3D(i).color for i in ids])
         self.assertEqual(result.info["status"], "ok")
         self.assertEqual(result.info["ba"], "off")
-        self.assertLess(result.info["metrics"]["mean_reproj_error"], 1e-6)
+        self.assertLess(result.info["metrics"]["reproj_error_per_observation_px"], 1e-6)
 
     def test_aspect_resize_writes_and_reads_back(self):
         prediction = _prediction()
@@ -285,7 +285,7 @@ class BundleAdjustmentOnExactTracksTest(unittest.TestCase):
         self.assertAlmostEqual(camera.focal_length_x, k_true[0, 0], delta=1e-3)
         self.assertAlmostEqual(camera.principal_point_x, original_size[0] / 2, delta=1e-9)
         self.assertAlmostEqual(camera.principal_point_y, original_size[1] / 2, delta=1e-9)
-        self.assertLess(result.info["metrics"]["mean_reproj_error"], 1e-3)
+        self.assertLess(result.info["metrics"]["reproj_error_per_observation_px"], 1e-3)
         return result
 
     def test_plain_resize(self):

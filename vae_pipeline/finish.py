@@ -49,14 +49,17 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
             depth_conf=prediction.depth_conf if settings.save_depth else None,
             overwrite=settings.overwrite,
         )
-        timings = {**result.info.get("timings", {}), "write_s": time.perf_counter() - write_start}
+        report = result.report
+        timings = {**report.timings, "write_s": time.perf_counter() - write_start}
         return WindowOutcome.for_job(
             job,
             settings.output_dir,
             "ok",
-            ba=result.info.get("ba"),
-            reason=result.info.get("ba_reason"),
-            metrics=result.info.get("metrics", {}),
+            ba=report.ba,
+            reason=report.ba_reason,
+            verdict=report.verdict,
+            verdict_reason=report.verdict_reason,
+            metrics=dataclasses.asdict(report.metrics),
             timings={**timings, "finish_s": time.perf_counter() - start},
         )
     except Exception as exc:
@@ -111,19 +114,14 @@ def window_record(
         for name, i, size in zip(prediction.names, job.frame_indices, prediction.original_sizes)
     ]
     h, w = prediction.model_hw
-    info = result.info
     return {
         "window_id": job.window_id,
         "sequence": job.sequence.name,
         "window": job.window_index,
         "batch": job.batch_index,
-        "status": info.get("status", "ok"),
-        "ba": info.get("ba"),
-        "ba_reason": info.get("ba_reason"),
+        **result.info,
         "model_input": {"width": w, "height": h},
         "frames": frames,
         "cameras": cameras,
-        "metrics": info.get("metrics", {}),
-        "timings": info.get("timings", {}),
         "provenance": settings.provenance,
     }

@@ -47,6 +47,8 @@ class WindowOutcome:
     status: str  # "ok" | "failed" | "skipped"
     reason: str | None = None
     ba: str | None = None
+    verdict: str | None = None
+    verdict_reason: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 

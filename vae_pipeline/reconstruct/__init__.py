@@ -5,13 +5,24 @@ cameras) or, with ``use_ba``, a bundle-adjusted model from weight-free (or VGGT)
 feed-forward model when bundle adjustment fails.
 """
 
-from .types import CAMERA_TYPES, ReconstructionOptions, ReconstructionResult, WindowPrediction
+from .types import (
+    CAMERA_TYPES,
+    VERDICTS,
+    ReconstructionOptions,
+    ReconstructionReport,
+    ReconstructionResult,
+    WindowMetrics,
+    WindowPrediction,
+)
 from .window import reconstruct_window
 
 __all__ = [
     "CAMERA_TYPES",
     "ReconstructionOptions",
+    "ReconstructionReport",
     "ReconstructionResult",
+    "VERDICTS",
+    "WindowMetrics",
     "WindowPrediction",
     "reconstruct_window",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,16 +114,77 @@ class ReconstructionOptions:
             raise ValueError(f"min_track_length must be at least 2, got {self.min_track_length}")
 
 
+VERDICTS = ("good", "poor", "failed")  # best first
+
+
+@dataclass
+class WindowMetrics:
+    """Quality figures of one window's model as written (numbers; 0 where a value is undefined).
+
+    Reprojection errors are in original-frame pixels: ``reproj_error_per_observation_px`` averages over every
+    observation, ``reproj_error_per_point_px`` first averages each point's observations and then the points (what
+    COLMAP and pycolmap report as the mean reprojection error). ``motion_path_over_depth``: the length of the camera
+    path divided by the median scene depth; ``rotation_span_deg``: the largest rotation between two frames.
+    ``ba_rotation_change_deg`` / ``ba_centre_change``: how far bundle adjustment moved the cameras away from the
+    prediction (largest over frames; the centre change relative to the window's extent, after a similarity
+    alignment). ``weakest_link_points``: the fewest points seen on both sides of any split of the frames into two
+    groups that the verdict examines.
+    """
+
+    registered_frames: int = 0
+    points: int = 0
+    observations: int = 0
+    tracks: int = 0
+    track_length_median: float = 0.0
+    reproj_error_per_observation_px: float = 0.0
+    reproj_error_per_point_px: float = 0.0
+    triangulation_angle_median_deg: float = 0.0
+    motion_path_over_depth: float = 0.0
+    rotation_span_deg: float = 0.0
+    depth_conf_median: float = 0.0
+    depth_conf_mean: float = 0.0
+    depth_conf_share_above_threshold: float = 0.0
+    ba_rotation_change_deg: float = 0.0
+    ba_centre_change: float = 0.0
+    weakest_link_points: int = 0
+
+
+@dataclass
+class ReconstructionReport:
+    """What happened to one window, as typed data; ``as_dict()`` is ``ReconstructionResult.info``.
+
+    status: "ok" (a model was produced). ba: "ok" | "failed" | "off", with ba_reason when it failed.
+    verdict: "good" (trust it without looking) | "poor" (usable with care) | "failed" (do not use), with
+    verdict_reason for anything but good. tracker: which tracks BA used ("klt", "sift", ..., "given").
+    """
+
+    status: str = "ok"
+    ba: str = "off"
+    ba_reason: str | None = None
+    verdict: str = "failed"
+    verdict_reason: str | None = None
+    tracker: str | None = None
+    metrics: WindowMetrics = field(default_factory=WindowMetrics)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class ReconstructionResult:
     """A window's COLMAP model in original-frame pixels, ready for ``reconstruction.write(path)``.
 
     points_xyz [P, 3] float64 and points_rgb [P, 3] uint8 are the reconstruction's 3D points in point-id order
-    (ids 1..P), for the PLY writer. info is what window.json records: status, ba ("ok" | "failed" | "off"),
-    ba_reason, metrics and timings.
+    (ids 1..P), for the PLY writer. ``report`` says what happened (BA outcome, verdict, metrics, timings);
+    ``info`` is the same as a plain dict, what window.json records.
     """
 
     reconstruction: pycolmap.Reconstruction
     points_xyz: np.ndarray
     points_rgb: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)
+    report: ReconstructionReport = field(default_factory=ReconstructionReport)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.report.as_dict()

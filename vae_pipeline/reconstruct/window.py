@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any
-
 import numpy as np
 
 from .bundle_adjust import BundleAdjustmentError, Model, bundle_adjust, initial_cameras, keep_observations
@@ -18,7 +16,7 @@ from .feedforward import feedforward_model
 from .geometry import bilinear_sample, triangulate_dlt, unproject_pixels
 from .pixels import content_boxes, intrinsics_to_original, model_pixels_to_original, resolve_model_to_original
 from .tracking import TRACKERS, Tracks, select_query_frames
-from .types import ReconstructionOptions, ReconstructionResult, WindowPrediction
+from .types import ReconstructionOptions, ReconstructionReport, ReconstructionResult, WindowMetrics, WindowPrediction
 
 GIVEN_TRACKER = "vggt"
 
@@ -90,21 +88,28 @@ def _mean_finite(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else 0.0
 
 
-def _result(names: list[str], model: Model, info: dict[str, Any]) -> ReconstructionResult:
+def _result(names: list[str], model: Model, report: ReconstructionReport) -> ReconstructionResult:
     reconstruction = build_reconstruction(
         names, model.cameras, model.poses, model.points, model.colours, model.observations
     )
     # points3D.bin stores each point's mean reprojection error; compute it rather than leave it unset.
     reconstruction.update_point_3d_errors()
     errors = model.errors()
-    info["metrics"].update(
-        registered_frames=reconstruction.num_reg_images(),
-        points=len(model.points),
-        observations=len(model.observations),
-        mean_track_length=len(model.observations) / max(len(model.points), 1),
-        mean_reproj_error=_mean_finite(errors),
-    )
-    return ReconstructionResult(reconstruction, model.points, model.colours, info)
+    metrics = report.metrics
+    metrics.registered_frames = reconstruction.num_reg_images()
+    metrics.points = len(model.points)
+    metrics.observations = len(model.observations)
+    if metrics.points:
+        metrics.track_length_median = float(np.median(np.bincount(model.observations.point)))
+    metrics.reproj_error_per_observation_px = _mean_finite(errors)
+    if report.ba == "ok" and metrics.points > 0:
+        report.verdict = "good"
+    elif metrics.points > 0:
+        report.verdict = "poor"
+        report.verdict_reason = report.ba_reason or "bundle adjustment was off: nothing checked the geometry"
+    else:
+        report.verdict, report.verdict_reason = "failed", "the model has no points"
+    return ReconstructionResult(reconstruction, model.points, model.colours, report)
 
 
 def _feedforward(prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions) -> Model:
@@ -113,21 +118,19 @@ def _feedforward(prediction: WindowPrediction, mapping: np.ndarray, options: Rec
 
 
 def _bundle_adjusted(
-    prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions, info: dict[str, Any]
+    prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions, report: ReconstructionReport
 ) -> Model:
-    """Tracks -> initial model -> bundle adjustment, recording metrics and timings in ``info`` on the way."""
+    """Tracks -> initial model -> bundle adjustment, recording metrics and timings in ``report`` on the way."""
     tracking_start = time.perf_counter()
     tracks = window_tracks(prediction, mapping, options)
-    info["timings"]["tracking_s"] = time.perf_counter() - tracking_start
-    info["metrics"]["tracks"] = tracks.num_tracks
+    report.timings["tracking_s"] = time.perf_counter() - tracking_start
+    report.metrics.tracks = tracks.num_tracks
     ba_start = time.perf_counter()
     try:
         initial = initial_model(prediction, tracks, mapping, options)
-        info["metrics"]["initial_observations"] = len(initial.observations)
-        info["metrics"]["mean_reproj_error_before_ba"] = _mean_finite(initial.errors())
         return bundle_adjust(prediction.names, initial, options.max_reproj_error, options.min_track_length)
     finally:
-        info["timings"]["ba_s"] = time.perf_counter() - ba_start
+        report.timings["ba_s"] = time.perf_counter() - ba_start
 
 
 def reconstruct_window(
@@ -148,21 +151,21 @@ def reconstruct_window(
     prediction.validate()
     start = time.perf_counter()
     mapping = resolve_model_to_original(prediction.model_to_original, prediction.model_hw, prediction.original_sizes)
-    info: dict[str, Any] = {"status": "ok", "ba": "off", "metrics": {}, "timings": {}}
+    report = ReconstructionReport(metrics=WindowMetrics())
     if options.use_ba:
-        info["tracker"] = "given" if prediction.tracks is not None else options.tracker
+        report.tracker = "given" if prediction.tracks is not None else options.tracker
         try:
-            model = _bundle_adjusted(prediction, mapping, options, info)
-            info["ba"] = "ok"
+            model = _bundle_adjusted(prediction, mapping, options, report)
+            report.ba = "ok"
         except (RuntimeError, np.linalg.LinAlgError) as error:
             # BundleAdjustmentError is a RuntimeError; anything else is pycolmap or NumPy giving up.
-            info["ba"] = "failed"
-            info["ba_reason"] = (
+            report.ba = "failed"
+            report.ba_reason = (
                 str(error) if isinstance(error, BundleAdjustmentError) else f"{type(error).__name__}: {error}"
             )
             model = _feedforward(prediction, mapping, options)
     else:
         model = _feedforward(prediction, mapping, options)
-    result = _result(prediction.names, model, info)
-    result.info["timings"]["total_s"] = time.perf_counter() - start
+    result = _result(prediction.names, model, report)
+    report.timings["total_s"] = time.perf_counter() - start
     return result
