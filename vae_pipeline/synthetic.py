@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .evaluation.ground_truth import GroundTruthError, read_pose_files
+
 TEXTURE_SIZE = 256
 ROOM_HALF_EXTENT = np.array([8.0, 8.0, 3.0])
 ROOM_CENTRE = np.array([0.0, 0.0, 3.0])
@@ -527,31 +529,16 @@ def write_scene(scene: SyntheticScene, folder: Path, names: list[str] | None = N
     return paths
 
 
-def _data_lines(path: Path) -> list[list[str]]:
-    """Whitespace-split fields of the non-empty, non-comment lines of a text file."""
-    lines = path.read_text().splitlines()
-    return [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
 def read_ground_truth(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Read folder/gt/poses.txt and folder/gt/intrinsics.txt (this module's output or ``shared/data/<name>``).
 
     Returns image names in file order, camera-from-world extrinsics float64 [S, 3, 4] and intrinsics float64
     [S, 3, 3] in OpenCV pixel convention (the file's COLMAP cx, cy minus 0.5).
     """
-    folder = Path(folder)
-    names, extrinsics = [], []
-    for fields in _data_lines(folder / "gt" / "poses.txt"):
-        if len(fields) != 8:
-            raise ValueError(f"{folder / 'gt' / 'poses.txt'}: expected 8 fields per line, got {fields}")
-        values = np.array(fields[1:], dtype=np.float64)
-        rotation = _quaternion_to_rotation(values[:4] / np.linalg.norm(values[:4]))
-        names.append(fields[0])
-        extrinsics.append(np.concatenate([rotation, values[4:, None]], axis=1))
-
-    intrinsic_lines = _data_lines(folder / "gt" / "intrinsics.txt")
-    if len(intrinsic_lines) != 1 or len(intrinsic_lines[0]) != 6:
-        raise ValueError(f"{folder / 'gt' / 'intrinsics.txt'}: expected one line 'width height fx fy cx cy'")
-    _, _, fx, fy, cx, cy = (float(value) for value in intrinsic_lines[0])
-    camera = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])
-    return names, np.stack(extrinsics), np.repeat(camera[None], len(names), axis=0)
+    gt_folder = Path(folder) / "gt"
+    cameras = read_pose_files(gt_folder)
+    if cameras.calibration is None:
+        raise GroundTruthError(f"{gt_folder / 'intrinsics.txt'}: missing")
+    intrinsic = cameras.calibration.copy()
+    intrinsic[:, :2, 2] -= 0.5
+    return list(cameras.names), cameras.cam_from_world[:, :3, :], intrinsic
