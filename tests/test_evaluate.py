@@ -88,10 +88,7 @@ def write_window(
     frames = [{"name": name, "source": str(image_dir / name), "width": width, "height": height} for name in listed]
     record = {"window_id": window_id, "sequence": sequence, "status": "ok", "frames": frames}
     folder = output_dir / sequence / f"batch_{index // 4:03d}" / f"window_{index:03d}"
-    write_window_folder(
-        folder, reconstruction, np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
-        [(name, image_dir / name) for name in listed], record,
-    )
+    write_window_folder(folder, reconstruction, [(name, image_dir / name) for name in listed], record)
     return folder
 
 

@@ -26,7 +26,7 @@ from tiny_model import write_checkpoint
 
 from vae_pipeline.cli import main
 from vae_pipeline.export.compare import compare_models, compare_outputs, read_manifest
-from vae_pipeline.export.ply import read_ply
+from ply_reader import read_ply
 from vae_pipeline.frames import discover_sequences
 from vae_pipeline.model import load_vggt
 from vae_pipeline.options import PipelineOptions

@@ -16,6 +16,8 @@ from vae_pipeline.reconstruct import ReconstructionOptions, WindowPrediction, re
 from vae_pipeline.reconstruct.geometry import camera_centres, rotation_angle_deg
 from vae_pipeline.synthetic import read_ground_truth, render_scene
 
+from test_reconstruct import points_of
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TUM = SHARED / "data" / "tum_fr3_office_1hz"
 
@@ -123,7 +125,7 @@ class SyntheticBundleAdjustmentTest(unittest.TestCase):
 
         again = reconstruct_window(prediction, options)
         np.testing.assert_array_equal(poses_of(again, 8), poses)
-        np.testing.assert_array_equal(again.points_xyz, result.points_xyz)
+        np.testing.assert_array_equal(points_of(again), points_of(result))
         np.testing.assert_array_equal(again.reconstruction.camera(1).params, camera.params)
 
     def test_model_at_half_resolution(self):

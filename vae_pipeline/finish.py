@@ -40,8 +40,6 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
         write_window_folder(
             job.folder(settings.output_dir),
             result.reconstruction,
-            result.points_xyz,
-            result.points_rgb,
             frame_files(job, settings.output_dir),
             record,
             colmap_text=settings.colmap_text,

@@ -19,14 +19,11 @@ from typing import Any
 import numpy as np
 import pycolmap
 
-from .ply import write_ply
 
 
 def write_window_folder(
     folder: Path,
     reconstruction: pycolmap.Reconstruction,
-    points_xyz: np.ndarray,
-    points_rgb: np.ndarray,
     frames: list[tuple[str, Path]],
     record: dict[str, Any],
     *,
@@ -37,7 +34,7 @@ def write_window_folder(
 ) -> None:
     """Assemble the window under a temporary sibling name, then rename it to ``folder``.
 
-    ``points_xyz`` [N, 3] and ``points_rgb`` [N, 3] go to ``sparse/points.ply``; ``record`` is what
+    The model's points go to ``sparse/points.ply`` (pycolmap's export); ``record`` is what
     ``window.json`` holds; ``frames`` (name, file) are linked into ``images/``; ``depth``/``depth_conf``
     [S, h, w] go to ``depth/`` as float16 when given. An existing ``folder`` is replaced only with ``overwrite``.
     """
@@ -46,7 +43,7 @@ def write_window_folder(
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        _fill(staging, reconstruction, (points_xyz, points_rgb), frames, record, colmap_text, depth, depth_conf)
+        _fill(staging, reconstruction, frames, record, colmap_text, depth, depth_conf)
         _publish(staging, folder, overwrite)
     finally:
         if staging.exists():
@@ -56,7 +53,6 @@ def write_window_folder(
 def _fill(
     staging: Path,
     reconstruction: pycolmap.Reconstruction,
-    points: tuple[np.ndarray, np.ndarray],
     frames: list[tuple[str, Path]],
     record: dict[str, Any],
     colmap_text: bool,
@@ -68,7 +64,7 @@ def _fill(
     reconstruction.write(str(sparse))
     if colmap_text:
         reconstruction.write_text(str(sparse))
-    write_ply(sparse / "points.ply", *points)
+    reconstruction.export_PLY(str(sparse / "points.ply"))
 
     images = staging / "images"
     images.mkdir()

@@ -7,7 +7,7 @@ pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pycolmap
@@ -92,6 +92,53 @@ def build_reconstruction(
     return reconstruction
 
 
+@dataclass
+class Model:
+    """A window's model as arrays: cameras, poses [S, 3, 4] camera-from-world, points [P, 3] with colours [P, 3]
+    uint8, and their observations. What the steps before and after pycolmap work on."""
+
+    cameras: CameraSet
+    poses: np.ndarray
+    points: np.ndarray
+    colours: np.ndarray
+    observations: Observations
+
+    def errors(self) -> np.ndarray:
+        """[M] reprojection error of every observation, pixels."""
+        return reprojection_errors(self.cameras, self.poses, self.points, self.observations)
+
+    def to_reconstruction(self, names: list[str]) -> pycolmap.Reconstruction:
+        return build_reconstruction(names, self.cameras, self.poses, self.points, self.colours, self.observations)
+
+
+def model_from_reconstruction(reconstruction: pycolmap.Reconstruction, like: Model) -> Model:
+    """The arrays of a model built by ``build_reconstruction`` (and refined and filtered since): the cameras of
+    ``like`` with the model's parameters, its poses, and its surviving points (renumbered 0..P-1 in id order)
+    with their observations."""
+    num_frames = len(like.poses)
+    point_ids = sorted(reconstruction.point3D_ids())
+    points = np.zeros((len(point_ids), 3))
+    colours = np.zeros((len(point_ids), 3), dtype=np.uint8)
+    point, frame, keypoint = [], [], []
+    for index, point_id in enumerate(point_ids):
+        point3d = reconstruction.point3D(point_id)
+        points[index] = point3d.xyz
+        colours[index] = point3d.color
+        for element in point3d.track.elements:
+            point.append(index)
+            frame.append(element.image_id - 1)
+            keypoint.append(element.point2D_idx)
+    point, frame, keypoint = (np.asarray(v, dtype=np.int64) for v in (point, frame, keypoint))
+    xy = np.zeros((len(point), 2))
+    for image_id in range(1, num_frames + 1):
+        selected = np.flatnonzero(frame == image_id - 1)
+        if len(selected):
+            keypoints = reconstruction.image(image_id).points2D
+            xy[selected] = [keypoints[int(k)].xy for k in keypoint[selected]]
+    cameras = replace(like.cameras, params=read_camera_params(reconstruction, len(like.cameras.params)))
+    return Model(cameras, read_poses(reconstruction, num_frames), points, colours, Observations(point, frame, xy))
+
+
 def read_poses(reconstruction: pycolmap.Reconstruction, num_frames: int) -> np.ndarray:
     """cam_from_world [S, 3, 4] of images 1..S."""
     return np.stack([reconstruction.image(i + 1).cam_from_world().matrix() for i in range(num_frames)])
@@ -100,13 +147,6 @@ def read_poses(reconstruction: pycolmap.Reconstruction, num_frames: int) -> np.n
 def read_camera_params(reconstruction: pycolmap.Reconstruction, num_cameras: int) -> np.ndarray:
     """[C, P] parameters of cameras 1..C."""
     return np.stack([np.asarray(reconstruction.camera(i + 1).params, dtype=np.float64) for i in range(num_cameras)])
-
-
-def read_points(reconstruction: pycolmap.Reconstruction, num_points: int) -> np.ndarray:
-    """[P, 3] positions of points 1..P (the ids ``build_reconstruction`` gave them)."""
-    if num_points == 0:
-        return np.zeros((0, 3))
-    return np.stack([reconstruction.point3D(i + 1).xyz for i in range(num_points)])
 
 
 def reprojection_errors(

@@ -80,14 +80,23 @@ def camera_centres(extrinsic: np.ndarray) -> np.ndarray:
 
 
 def max_triangulation_angle(points: np.ndarray, mask: np.ndarray, extrinsic: np.ndarray) -> np.ndarray:
-    """[N] largest angle (radians) between the rays of two observing cameras to each point."""
+    """[N] largest angle (radians) between the rays of two observing cameras to each point (``mask`` [S, N]).
+
+    One pair of frames at a time, so memory stays O(N) however long the window.
+    """
     centres = camera_centres(extrinsic)
-    rays = points[None] - centres[:, None]
-    rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
-    cosines = np.einsum("snk,tnk->nst", rays, rays)
-    both = mask.T[:, :, None] & mask.T[:, None, :]
-    cosines = np.where(both, cosines, 1.0)
-    return np.arccos(np.clip(cosines.min(axis=(1, 2)), -1.0, 1.0))
+    smallest_cosine = np.ones(points.shape[0])
+    rays = []
+    for centre in centres:
+        ray = points - centre
+        rays.append(ray / np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-12))
+    for first in range(len(centres)):
+        for second in range(first + 1, len(centres)):
+            both = mask[first] & mask[second]
+            if both.any():
+                cosine = np.einsum("nk,nk->n", rays[first][both], rays[second][both])
+                smallest_cosine[both] = np.minimum(smallest_cosine[both], cosine)
+    return np.arccos(np.clip(smallest_cosine, -1.0, 1.0))
 
 
 def rotation_angle_deg(r_a: np.ndarray, r_b: np.ndarray) -> np.ndarray:

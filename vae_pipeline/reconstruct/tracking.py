@@ -12,10 +12,13 @@ shows the original frame, see ``pixels.content_boxes``: nothing is detected or t
   FINE_FB_MAX_ERROR: this removes the drift that chaining accumulates (on the synthetic scenes the median
   error falls from about 0.28 px to 0.16 px and the share of observations off by more than 1 px from 19 % to
   8 %).
-- ``sift``: SIFT keypoints on every frame; a track is a query keypoint plus its mutual nearest-neighbour matches
-  (Lowe ratio test) in the other frames that agree with a fundamental matrix (USAC with a fixed random state).
-  SIFT positions are sub-pixel already, so ``fine`` changes nothing there. Fewer, less reliable observations
-  than ``klt`` on video, but it does not need small motion between consecutive frames.
+- ``sift`` (the default): SIFT keypoints on every frame, matched between every pair of frames that involves a
+  query frame (mutual nearest neighbours of RootSIFT descriptors, ratio test both ways), each pair's matches
+  kept where they agree with one fundamental matrix (USAC with a fixed random state); tracks are the connected
+  components of all pairs' matches, as in COLMAP, and a component holding two keypoints of one frame is
+  dropped. It links frames however far apart the window's views are (still photos 20 degrees apart, a jump
+  in a video) as well as consecutive video frames. SIFT positions are sub-pixel already, so ``fine`` changes
+  nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Callable
 
 import cv2
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 # Round trip (model pixels) beyond which a chained KLT step is rejected.
 FB_MAX_ERROR = 1.0
@@ -178,59 +183,120 @@ def track_klt(images: np.ndarray, boxes: np.ndarray, query_frames: list[int], ma
     return _concatenate(pieces, len(images))
 
 
-def track_sift(images: np.ndarray, boxes: np.ndarray, query_frames: list[int], max_query_pts: int,
-               fine: bool) -> Tracks:
-    """SIFT tracks (see the module docstring) for images [S, h, w, 3] with content boxes [S, 4]."""
-    grays = to_gray(images)
-    sift = cv2.SIFT_create(nfeatures=max_query_pts)
-    margin = CORNER_BLOCK_SIZE
-    features = []
-    for gray, box in zip(grays, boxes):
-        keypoints, descriptors = sift.detectAndCompute(gray, None)
-        points = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
-        keep = _inside(points, box, margin)
-        features.append((points[keep], None if descriptors is None else descriptors[keep]))
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    pieces = []
-    for query in query_frames:
-        points, descriptors = features[query]
-        if len(points) == 0:
-            continue
-        xy = np.zeros((len(images), len(points), 2))
-        vis = np.zeros((len(images), len(points)), dtype=bool)
-        xy[query], vis[query] = points, True
-        for frame, (other_points, other_descriptors) in enumerate(features):
-            if frame == query or len(other_points) < 2:
-                continue
-            forward = _ratio_matches(matcher, descriptors, other_descriptors)
-            backward = _ratio_matches(matcher, other_descriptors, descriptors)
-            pairs = np.array([(s, t) for s, t in forward.items() if backward.get(t) == s], dtype=np.int64)
-            if len(pairs) < MIN_MATCHES_FOR_GEOMETRY:
-                continue
-            pairs = pairs[_epipolar_inliers(points[pairs[:, 0]], other_points[pairs[:, 1]])]
-            xy[frame, pairs[:, 0]] = other_points[pairs[:, 1]]
-            vis[frame, pairs[:, 0]] = True
-        pieces.append((xy, vis, np.full(len(points), query)))
-    return _concatenate(pieces, len(images))
+@dataclass
+class Features:
+    """Keypoints of one frame: xy [N, 2] OpenCV model pixels and RootSIFT descriptors [N, 128] (unit length)."""
+
+    xy: np.ndarray
+    descriptors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.xy)
 
 
-def _ratio_matches(matcher: cv2.BFMatcher, source: np.ndarray, target: np.ndarray) -> dict[int, int]:
-    pairs = matcher.knnMatch(source, target, k=2)
-    return {
-        best.queryIdx: best.trainIdx
-        for best, second in (p for p in pairs if len(p) == 2)
-        if best.distance < SIFT_RATIO * second.distance
-    }
+def sift_features(gray: np.ndarray, box: np.ndarray, max_points: int) -> Features:
+    """Up to ``max_points`` SIFT keypoints inside ``box`` (left, top, right, bottom), strongest first, with
+    RootSIFT descriptors (L1-normalised, square-rooted: comparing them by dot product is the Hellinger kernel,
+    which matches better than plain SIFT's Euclidean distance)."""
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=max_points).detectAndCompute(gray, None)
+    if descriptors is None:
+        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
+    xy = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+    keep = _inside(xy, box, CORNER_BLOCK_SIZE)
+    descriptors = descriptors[keep]
+    descriptors /= np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-12)
+    return Features(xy[keep], np.sqrt(descriptors).astype(np.float32))
 
 
-def _epipolar_inliers(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """[N] bool: matches consistent with one fundamental matrix (USAC-MAGSAC, fixed random state)."""
+def mutual_matches(first: Features, second: Features) -> np.ndarray:
+    """[K, 2] index pairs that are each other's nearest neighbour and pass Lowe's ratio test both ways."""
+    if len(first) < 2 or len(second) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    similarity = first.descriptors @ second.descriptors.T
+    forward = similarity.argmax(axis=1)
+    backward = similarity.argmax(axis=0)
+    rows = np.flatnonzero(backward[forward] == np.arange(len(first)))
+    columns = forward[rows]
+    # The ratio test only for mutual pairs: the second best of a few rows and columns, not of the whole matrix.
+    keep = _passes_ratio(similarity[rows], columns) & _passes_ratio(similarity[:, columns].T, rows)
+    return np.stack([rows[keep], columns[keep]], axis=1)
+
+
+def _passes_ratio(similarity: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Whether each row's best entry (column ``best``) is clearly better than its second best: Lowe's ratio on
+    the Euclidean distances of unit vectors, sqrt(2 - 2 cos). Overwrites ``similarity``, a copy."""
+    rows = np.arange(len(similarity))
+    best_similarity = similarity[rows, best]
+    similarity[rows, best] = -np.inf
+    second_similarity = similarity.max(axis=1)
+    best_distance = np.sqrt(np.maximum(2.0 - 2.0 * best_similarity, 0.0))
+    second_distance = np.sqrt(np.maximum(2.0 - 2.0 * second_similarity, 0.0))
+    return best_distance < SIFT_RATIO * second_distance
+
+
+def epipolar_inliers(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[N] bool: matches consistent with one fundamental matrix (USAC-MAGSAC with a fixed random state, so the
+    result does not depend on which process ran it). OpenCV's estimator can fail on degenerate point sets
+    (an exception or no model): the pair then simply has no verified matches."""
+    if len(source) < MIN_MATCHES_FOR_GEOMETRY:
+        return np.zeros(len(source), dtype=bool)
     params = cv2.UsacParams()
     params.threshold = EPIPOLAR_MAX_ERROR
     params.confidence = 0.999
     params.randomGeneratorState = 0
-    _, mask = cv2.findFundamentalMat(source, target, params)
+    try:
+        _, mask = cv2.findFundamentalMat(source, target, params)
+    except cv2.error:
+        return np.zeros(len(source), dtype=bool)
     return np.zeros(len(source), dtype=bool) if mask is None else mask.reshape(-1).astype(bool)
+
+
+def tracks_from_matches(features: list[Features], matches: dict[tuple[int, int], np.ndarray]) -> Tracks:
+    """Tracks as the connected components of the match graph (keypoints are nodes, verified matches edges).
+
+    A component that holds two keypoints of one frame joins different points somewhere (a wrong match); it is
+    dropped rather than guessed apart. A track's query frame is its first frame.
+    """
+    num_frames = len(features)
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in features])])
+    edges = [np.stack([pairs[:, 0] + offsets[a], pairs[:, 1] + offsets[b]], axis=1)
+             for (a, b), pairs in matches.items() if len(pairs)]
+    if not edges:
+        return _concatenate([], num_frames)
+    edges = np.concatenate(edges)
+    num_nodes = int(offsets[-1])
+    graph = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_nodes, num_nodes))
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    nodes = np.unique(edges)
+    frame_of = np.repeat(np.arange(num_frames), np.diff(offsets))[nodes]
+    component, track = np.unique(labels[nodes], return_inverse=True)
+    per_frame = np.zeros((len(component), num_frames), dtype=np.int64)
+    np.add.at(per_frame, (track, frame_of), 1)
+    consistent = (per_frame <= 1).all(axis=1)
+    xy = np.zeros((num_frames, len(component), 2))
+    vis = np.zeros((num_frames, len(component)))
+    keypoints = np.concatenate([f.xy for f in features])
+    xy[frame_of, track] = keypoints[nodes]
+    vis[frame_of, track] = 1.0
+    xy, vis = xy[:, consistent], vis[:, consistent]
+    return Tracks(xy, vis, np.argmax(vis > 0, axis=0).astype(np.int64))
+
+
+def track_sift(images: np.ndarray, boxes: np.ndarray, query_frames: list[int], max_query_pts: int,
+               fine: bool) -> Tracks:
+    """SIFT tracks (see the module docstring) for images [S, h, w, 3] with content boxes [S, 4]."""
+    features = [sift_features(gray, box, max_query_pts) for gray, box in zip(to_gray(images), boxes)]
+    queries = set(query_frames)
+    matches = {}
+    for a in range(len(features)):
+        for b in range(a + 1, len(features)):
+            if a not in queries and b not in queries:
+                continue
+            pairs = mutual_matches(features[a], features[b])
+            verified = epipolar_inliers(features[a].xy[pairs[:, 0]], features[b].xy[pairs[:, 1]])
+            if verified.sum() >= MIN_MATCHES_FOR_GEOMETRY:
+                matches[(a, b)] = pairs[verified]
+    return tracks_from_matches(features, matches)
 
 
 def _concatenate(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_frames: int) -> Tracks:

@@ -82,7 +82,7 @@ class WindowPrediction:
 class ReconstructionOptions:
     """The CLI's reconstruction flags (snake case, same defaults) plus the window's identity.
 
-    max_reproj_error is in pixels of the ORIGINAL frames. tracker: "klt" or "sift" (weight-free, computed from the
+    max_reproj_error is in pixels of the ORIGINAL frames. tracker: "sift" or "klt" (weight-free, computed from the
     images) or "vggt" (tracks come with the prediction, from VGGT's track head). window_id (e.g.
     "seq/window_003") and seed together seed every random choice, so a window's output does not depend on the
     batch it ran in.
@@ -98,7 +98,7 @@ class ReconstructionOptions:
     fine_tracking: bool = True
     conf_thres_value: float = 5.0
     max_points: int = 100000
-    tracker: str = "klt"
+    tracker: str = "sift"
     seed: int = 42
     min_track_length: int = 2
     window_id: str = ""
@@ -175,14 +175,11 @@ class ReconstructionReport:
 class ReconstructionResult:
     """A window's COLMAP model in original-frame pixels, ready for ``reconstruction.write(path)``.
 
-    points_xyz [P, 3] float64 and points_rgb [P, 3] uint8 are the reconstruction's 3D points in point-id order
-    (ids 1..P), for the PLY writer. ``report`` says what happened (BA outcome, verdict, metrics, timings);
-    ``info`` is the same as a plain dict, what window.json records.
+    ``report`` says what happened (BA outcome, verdict, metrics, timings); ``info`` is the same as a plain dict,
+    what window.json records.
     """
 
     reconstruction: pycolmap.Reconstruction
-    points_xyz: np.ndarray
-    points_rgb: np.ndarray
     report: ReconstructionReport = field(default_factory=ReconstructionReport)
 
     @property

@@ -1,24 +1,33 @@
-"""``reconstruct_window``: one window's predictions -> a COLMAP model in original-frame pixels.
+"""``reconstruct_window``: one window's predictions -> a COLMAP model in original-frame pixels, judged.
 
 Steps: pixel mapping -> (BA) tracks -> initial model from depth or triangulation -> bundle adjustment ->
-export; the feed-forward model when BA is off, and as the fallback when BA fails (info["ba"] = "failed").
+metrics and verdict; the feed-forward model when BA is off, and as the fallback when BA fails (report.ba =
+"failed" with the reason).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-import numpy as np
 
-from .bundle_adjust import BundleAdjustmentError, Model, bundle_adjust, initial_cameras, keep_observations
-from .colmap_model import Observations, build_reconstruction
+import cv2
+import numpy as np
+import pycolmap
+
+from .bundle_adjust import BundleAdjustmentError, bundle_adjust, initial_cameras, keep_observations
+from .colmap_model import Model, Observations, model_from_reconstruction
 from .feedforward import feedforward_model
 from .geometry import bilinear_sample, triangulate_dlt, unproject_pixels
 from .pixels import content_boxes, intrinsics_to_original, model_pixels_to_original, resolve_model_to_original
+from .quality import judge, measure
 from .tracking import TRACKERS, Tracks, select_query_frames
-from .types import ReconstructionOptions, ReconstructionReport, ReconstructionResult, WindowMetrics, WindowPrediction
+from .types import ReconstructionOptions, ReconstructionReport, ReconstructionResult, WindowPrediction
 
 GIVEN_TRACKER = "vggt"
+# What the numerical libraries raise when the data defeats them (a degenerate pair of frames, a singular system,
+# a solver giving up, BundleAdjustmentError among the RuntimeErrors): the window falls back to the feed-forward
+# model with the reason. Anything else is a programming error and surfaces.
+NUMERICAL_FAILURES = (cv2.error, np.linalg.LinAlgError, FloatingPointError, RuntimeError)
 
 
 def window_rng(options: ReconstructionOptions, purpose: str) -> np.random.Generator:
@@ -83,35 +92,6 @@ def initial_model(
     return keep_observations(model, np.ones(len(observations), dtype=bool), options.min_track_length)
 
 
-def _mean_finite(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else 0.0
-
-
-def _result(names: list[str], model: Model, report: ReconstructionReport) -> ReconstructionResult:
-    reconstruction = build_reconstruction(
-        names, model.cameras, model.poses, model.points, model.colours, model.observations
-    )
-    # points3D.bin stores each point's mean reprojection error; compute it rather than leave it unset.
-    reconstruction.update_point_3d_errors()
-    errors = model.errors()
-    metrics = report.metrics
-    metrics.registered_frames = reconstruction.num_reg_images()
-    metrics.points = len(model.points)
-    metrics.observations = len(model.observations)
-    if metrics.points:
-        metrics.track_length_median = float(np.median(np.bincount(model.observations.point)))
-    metrics.reproj_error_per_observation_px = _mean_finite(errors)
-    if report.ba == "ok" and metrics.points > 0:
-        report.verdict = "good"
-    elif metrics.points > 0:
-        report.verdict = "poor"
-        report.verdict_reason = report.ba_reason or "bundle adjustment was off: nothing checked the geometry"
-    else:
-        report.verdict, report.verdict_reason = "failed", "the model has no points"
-    return ReconstructionResult(reconstruction, model.points, model.colours, report)
-
-
 def _feedforward(prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions) -> Model:
     rng = window_rng(options, "feedforward_points")
     return Model(*feedforward_model(prediction, mapping, options.conf_thres_value, options.max_points, rng))
@@ -119,28 +99,60 @@ def _feedforward(prediction: WindowPrediction, mapping: np.ndarray, options: Rec
 
 def _bundle_adjusted(
     prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions, report: ReconstructionReport
-) -> Model:
-    """Tracks -> initial model -> bundle adjustment, recording metrics and timings in ``report`` on the way."""
+) -> tuple[Model, pycolmap.Reconstruction]:
+    """Tracks -> initial model -> bundle adjustment, recording timings in ``report`` on the way."""
     tracking_start = time.perf_counter()
-    tracks = window_tracks(prediction, mapping, options)
-    report.timings["tracking_s"] = time.perf_counter() - tracking_start
+    try:
+        tracks = window_tracks(prediction, mapping, options)
+    finally:
+        report.timings["tracking_s"] = time.perf_counter() - tracking_start
     report.metrics.tracks = tracks.num_tracks
     ba_start = time.perf_counter()
     try:
         initial = initial_model(prediction, tracks, mapping, options)
-        return bundle_adjust(prediction.names, initial, options.max_reproj_error, options.min_track_length)
+        reconstruction = bundle_adjust(prediction.names, initial, options.max_reproj_error)
+        return model_from_reconstruction(reconstruction, initial), reconstruction
     finally:
         report.timings["ba_s"] = time.perf_counter() - ba_start
+
+
+def _assess(
+    report: ReconstructionReport, model: Model, reconstruction: pycolmap.Reconstruction,
+    prediction: WindowPrediction, mapping: np.ndarray, options: ReconstructionOptions,
+) -> None:
+    """Metrics of the model as written, then the verdict."""
+    start = time.perf_counter()
+    # points3D.bin stores each point's mean reprojection error; pycolmap computes it and the per-point mean.
+    reconstruction.update_point_3d_errors()
+    metrics = report.metrics
+    metrics.registered_frames = reconstruction.num_reg_images()
+    metrics.points = reconstruction.num_points3D()
+    metrics.observations = len(model.observations)
+    errors = model.errors()
+    finite = np.isfinite(errors)
+    if finite.any():
+        metrics.reproj_error_per_observation_px = float(errors[finite].mean())
+        metrics.reproj_error_per_point_px = float(reconstruction.compute_mean_reprojection_error())
+    # Tracks are measured at model resolution: judge their fit there, whatever the size of the frames.
+    model_pixel = mapping[model.observations.frame, :2].mean(axis=1)
+    mean_error_model_px = float((errors[finite] / model_pixel[finite]).mean()) if finite.any() else 0.0
+    measure(metrics, model.poses, np.asarray(prediction.extrinsic, dtype=np.float64), model.points,
+            model.observations, errors, prediction.depth_conf, options.conf_thres_value)
+    report.verdict, report.verdict_reason = judge(
+        metrics, report.ba, report.ba_reason, prediction.num_frames, model.observations,
+        prediction.original_sizes, mean_error_model_px, names=prediction.names,
+    )
+    report.timings["assess_s"] = time.perf_counter() - start
 
 
 def reconstruct_window(
     prediction: WindowPrediction, options: ReconstructionOptions | None = None
 ) -> ReconstructionResult:
-    """A COLMAP model of one window in ORIGINAL-frame pixels (see DESIGN.md for the contract).
+    """A COLMAP model of one window in ORIGINAL-frame pixels, with its metrics and verdict.
 
-    With ``use_ba`` the model is bundle-adjusted from tracks; when that fails (too few observations, solver
-    failure, implausible cameras) the feed-forward model is returned with info["ba"] = "failed" and
-    info["ba_reason"]. Same inputs, seed and window_id give the same output.
+    With ``use_ba`` the model is bundle-adjusted from tracks; when that fails (too few tracks, no parallax, a
+    solver or OpenCV failure, implausible cameras) the feed-forward model is returned with report.ba =
+    "failed" and report.ba_reason. Same inputs, seed and window_id give the same output.
     """
     options = options or ReconstructionOptions()
     options.validate()
@@ -151,21 +163,26 @@ def reconstruct_window(
     prediction.validate()
     start = time.perf_counter()
     mapping = resolve_model_to_original(prediction.model_to_original, prediction.model_hw, prediction.original_sizes)
-    report = ReconstructionReport(metrics=WindowMetrics())
+    report = ReconstructionReport()
     if options.use_ba:
         report.tracker = "given" if prediction.tracks is not None else options.tracker
         try:
-            model = _bundle_adjusted(prediction, mapping, options, report)
+            model, reconstruction = _bundle_adjusted(prediction, mapping, options, report)
             report.ba = "ok"
-        except (RuntimeError, np.linalg.LinAlgError) as error:
-            # BundleAdjustmentError is a RuntimeError; anything else is pycolmap or NumPy giving up.
+        except NUMERICAL_FAILURES as error:
             report.ba = "failed"
-            report.ba_reason = (
-                str(error) if isinstance(error, BundleAdjustmentError) else f"{type(error).__name__}: {error}"
-            )
-            model = _feedforward(prediction, mapping, options)
-    else:
+            report.ba_reason = _describe(error)
+    if report.ba != "ok":
         model = _feedforward(prediction, mapping, options)
-    result = _result(prediction.names, model, report)
+        reconstruction = model.to_reconstruction(prediction.names)
+    _assess(report, model, reconstruction, prediction, mapping, options)
     report.timings["total_s"] = time.perf_counter() - start
-    return result
+    return ReconstructionResult(reconstruction, report)
+
+
+def _describe(error: BaseException) -> str:
+    """The reason recorded for a failed bundle adjustment: our own message, or the library's last line."""
+    if isinstance(error, BundleAdjustmentError):
+        return str(error)
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[-1] if message else ''}".rstrip(": ")
