@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.gt_windows import GroundTruthWindow, gt_windows  # noqa: E402
+from vae_pipeline.evaluation.metrics import camera_centres, centre_errors, relative_pose_errors  # noqa: E402
 from vae_pipeline.finish import FinishSettings, finish_window  # noqa: E402
 from vae_pipeline.frames import Frame, Sequence  # noqa: E402
 from vae_pipeline.jobs import WindowJob  # noqa: E402
@@ -70,34 +71,6 @@ class WindowRow:
     colmap: Accuracy | None = None
 
 
-def relative_rotation_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Angles (degrees) between predicted and true relative rotations R_i R_j^T over all pairs i < j."""
-    errors = []
-    for i in range(len(pred)):
-        for j in range(i + 1, len(pred)):
-            relative_pred = pred[i, :, :3] @ pred[j, :, :3].T
-            relative_gt = gt[i, :, :3] @ gt[j, :, :3].T
-            cos = (np.trace(relative_pred @ relative_gt.T) - 1) / 2
-            errors.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
-    return np.array(errors)
-
-
-def centre_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Camera-centre errors after a least-squares similarity alignment of predicted to true centres, divided by
-    the largest distance between two true centres."""
-    source = -np.einsum("sji,sj->si", pred[:, :, :3], pred[:, :, 3])
-    target = -np.einsum("sji,sj->si", gt[:, :, :3], gt[:, :, 3])
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    s, t = source - mu_s, target - mu_t
-    u, d, vt = np.linalg.svd(t.T @ s / len(s))
-    sign = np.diag([1, 1, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ sign @ vt
-    scale = np.trace(np.diag(d) @ sign) / max((s**2).sum() / len(s), 1e-300)
-    aligned = scale * s @ rotation.T + mu_t
-    extent = max(np.linalg.norm(a - b) for a in target for b in target)
-    return np.linalg.norm(aligned - target, axis=1) / extent
-
-
 def accuracy(names: list[str], poses: dict[str, np.ndarray], window: GroundTruthWindow) -> Accuracy:
     index = {name: i for i, name in enumerate(window.prediction.names)}
     found = [name for name in window.prediction.names if name in poses]
@@ -105,9 +78,9 @@ def accuracy(names: list[str], poses: dict[str, np.ndarray], window: GroundTruth
         return Accuracy(len(found), float("nan"), float("nan"), float("nan"))
     pred = np.stack([poses[name] for name in found])
     gt = window.gt_cam_from_world[[index[name] for name in found]]
-    rotation = relative_rotation_errors(pred, gt)
-    return Accuracy(len(found), float(rotation.max()), float(np.median(rotation)),
-                    float(centre_errors(pred, gt).max()))
+    rotation, _ = relative_pose_errors(pred, gt)
+    centre = centre_errors(camera_centres(pred), camera_centres(gt))
+    return Accuracy(len(found), float(rotation.max()), float(np.median(rotation)), float(centre.max()))
 
 
 def model_poses(reconstruction: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
@@ -159,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Sequence folders to use (default: every one with gt/: {', '.join(GT_SEQUENCES)}).")
     parser.add_argument("--tracker", default=None, help="Override the default tracker.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the disturbance of the cameras.")
+    parser.add_argument("--frame-step", type=int, nargs="+", default=[1],
+                        help="Use every N-th frame (several values: one pass each; larger steps, wider baselines).")
     parser.add_argument("--no-colmap", action="store_true", help="Skip pycolmap's incremental mapping.")
     parser.add_argument("--json", type=Path, default=None, help="Write every figure to this file.")
     args = parser.parse_args(argv)
@@ -177,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
               f" | {'colmap s':>8} {'reg':>4} {'rot max':>8} {'rot med':>8} {'centre':>7} {'ratio':>6}")
     print(header)
     with tempfile.TemporaryDirectory(prefix="cpu_finish_") as tmp:
-        for name in names:
-            for window in gt_windows(args.data / name, seed=args.seed):
+        for name, step in ((name, step) for step in args.frame_step for name in names):
+            for window in gt_windows(args.data / name, seed=args.seed, frame_step=step):
                 cpu, outcome, poses = run_ours(window, options, Path(tmp) / "ours")
                 row = WindowRow(window.name, cpu, outcome["ba"] or "-", outcome["verdict"] or "failed",
                                 outcome["verdict_reason"] or outcome["reason"], accuracy(window.prediction.names, poses, window))

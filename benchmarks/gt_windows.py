@@ -97,11 +97,12 @@ def disturb(cam_from_world: np.ndarray, rng: np.random.Generator, rotation_deg: 
 
 def gt_windows(
     sequence_dir: Path, window_size: int = 8, stride: int = 4, seed: int = 0, rotation_deg: float = 1.5,
-    centre_fraction: float = 0.05, focal_fraction: float = 0.08,
+    centre_fraction: float = 0.05, focal_fraction: float = 0.08, frame_step: int = 1,
 ) -> list[GroundTruthWindow]:
-    """Every window of the sequence ``sequence_dir`` (``images/`` beside ``gt/``)."""
+    """Every window of the sequence ``sequence_dir`` (``images/`` beside ``gt/``), of every ``frame_step``-th
+    frame (a larger step: wider baselines)."""
     poses, k_original = read_gt(sequence_dir / "gt")
-    (sequence,) = discover_sequences(sequence_dir / "images")
+    (sequence,) = discover_sequences(sequence_dir / "images", frame_step)
     frames = [prepare_frame(decode_image(frame.path)) for frame in sequence.frames]
     rng = np.random.default_rng(seed)
     windows = []
@@ -126,7 +127,7 @@ def gt_windows(
             model_to_original=np.array([p.model_to_original for p in prepared]),
         )
         windows.append(GroundTruthWindow(
-            sequence_dir.name, index, prediction, gt, np.repeat(k_original[None], len(members), axis=0),
+            sequence_dir.name if frame_step == 1 else f"{sequence_dir.name}@step{frame_step}", index, prediction, gt, np.repeat(k_original[None], len(members), axis=0),
             [sequence.frames[i].path for i in members],
         ))
     return windows

@@ -226,6 +226,14 @@ class FeedForwardTest(unittest.TestCase):
         np.testing.assert_array_equal(points_of(first), points_of(again))
         self.assertFalse(np.array_equal(points_of(first), points_of(other)))
 
+    def test_points_far_from_everything_are_not_exported(self):
+        prediction = _prediction()
+        prediction.depth[1, 5, 7] = 1e9  # a sky pixel's depth: far beyond the rest of the window
+        result = reconstruct_window(prediction, ReconstructionOptions(use_ba=False, conf_thres_value=0.0))
+        distances = np.linalg.norm(points_of(result), axis=1)
+        self.assertEqual(result.reconstruction.num_points3D(), 3 * 14 * 20 - 1)
+        self.assertLess(distances.max(), 10.0)
+
     def test_without_depth_only_cameras(self):
         prediction = _prediction()
         prediction.depth = prediction.depth_conf = None

@@ -445,11 +445,35 @@ def render_scene(
     """
     if trajectory not in TRAJECTORIES:
         raise ValueError(f"unknown trajectory {trajectory!r}; expected one of {TRAJECTORIES}")
-    if num_frames < 1 or width < 1 or height < 1 or supersample < 1:
-        raise ValueError("num_frames, width, height and supersample must be positive")
-    scene = _build_scene(seed)
+    if num_frames < 1:
+        raise ValueError("num_frames must be positive")
     rng = np.random.default_rng([seed, 1])
     extrinsic = _arc_trajectory(num_frames, rng) if trajectory == "arc" else _forward_trajectory(num_frames, rng)
+    return render_views(extrinsic, width, height, seed, focal, supersample)
+
+
+def arc_cameras(degrees: list[float], radius: float = 5.6, height: float = 2.0) -> np.ndarray:
+    """Camera-from-world [S, 3, 4] on a circle around the scene centre, looking at it, at the given azimuths:
+    any spacing (a close pair, a jump, a wide baseline) for tests that need one."""
+    eyes = [np.array([radius * math.sin(math.radians(a)), -radius * math.cos(math.radians(a)), height])
+            for a in degrees]
+    return np.stack([_look_at(eye, SCENE_TARGET) for eye in eyes])
+
+
+def render_views(
+    extrinsic: np.ndarray,
+    width: int = 224,
+    height: int = 168,
+    seed: int = 0,
+    focal: float | None = None,
+    supersample: int = 2,
+) -> SyntheticScene:
+    """Render the seeded synthetic scene from the cameras ``extrinsic`` [S, 3, 4] (camera-from-world, inside the
+    room); see ``render_scene`` for focal and supersample."""
+    if width < 1 or height < 1 or supersample < 1:
+        raise ValueError("width, height and supersample must be positive")
+    scene = _build_scene(seed)
+    num_frames = len(extrinsic)
     focal = 0.8 * max(width, height) if focal is None else float(focal)
     camera = np.array([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]])
     intrinsic = np.repeat(camera[None], num_frames, axis=0)
@@ -457,7 +481,8 @@ def render_scene(
     depth = np.empty((num_frames, height, width), dtype=np.float32)
     for frame in range(num_frames):
         images[frame], depth[frame] = _render_view(scene, extrinsic[frame], camera, width, height, supersample)
-    return SyntheticScene(images=images, depth=depth, extrinsic=extrinsic, intrinsic=intrinsic)
+    return SyntheticScene(images=images, depth=depth, extrinsic=np.asarray(extrinsic, dtype=np.float64),
+                          intrinsic=intrinsic)
 
 
 def _rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:

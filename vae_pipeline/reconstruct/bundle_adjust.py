@@ -136,16 +136,28 @@ def _solve(reconstruction: pycolmap.Reconstruction, loss_scale: float) -> None:
 
 
 def _filter(reconstruction: pycolmap.Reconstruction, max_reproj_error: float, stage: str) -> None:
-    """pycolmap's filter (large reprojection error, negative depth, small triangulation angle), then a check
-    that every frame keeps enough observations to hold its pose."""
-    pycolmap.ObservationManager(reconstruction).filter_all_points3D(max_reproj_error, MIN_TRIANGULATION_ANGLE_DEG)
+    """pycolmap's filters, one at a time so that a frame left without observations can be told why: first
+    observations behind their camera or farther than ``max_reproj_error`` from their projection, then points
+    whose rays meet at less than ``MIN_TRIANGULATION_ANGLE_DEG``."""
+    manager = pycolmap.ObservationManager(reconstruction)
+    manager.filter_observations_with_negative_depth()
+    manager.filter_points3D_with_large_reprojection_error(max_reproj_error, set(reconstruction.point3D_ids()))
+    _require_observations(reconstruction, f"{stage}: after removing observations off by more than "
+                          f"{max_reproj_error} px,", "too few tracks fit the cameras")
+    manager.filter_points3D_with_small_triangulation_angle(MIN_TRIANGULATION_ANGLE_DEG,
+                                                           set(reconstruction.point3D_ids()))
+    _require_observations(reconstruction, f"{stage}: after removing points seen under less than "
+                          f"{MIN_TRIANGULATION_ANGLE_DEG} degrees,", "no parallax: the camera barely moves")
+
+
+def _require_observations(reconstruction: pycolmap.Reconstruction, context: str, meaning: str) -> None:
     counts = {image.image_id: image.num_points3D for image in reconstruction.images.values()}
     worst = min(counts, key=counts.get)
     if counts[worst] < MIN_OBSERVATIONS_PER_FRAME:
         name = reconstruction.image(worst).name
         raise BundleAdjustmentError(
-            f"{stage}: frame {name} keeps {counts[worst]} observations (at least {MIN_OBSERVATIONS_PER_FRAME} "
-            "needed): too few tracks reach it, or their rays meet at too small an angle (no parallax)"
+            f"{meaning} ({context} frame {name} keeps {counts[worst]} observations, at least "
+            f"{MIN_OBSERVATIONS_PER_FRAME} needed)"
         )
 
 

@@ -15,6 +15,10 @@ from .geometry import unproject_pixels
 from .pixels import content_boxes, intrinsics_to_original, model_pixels_to_original
 from .types import WindowPrediction
 
+# Points farther than this many median depths are far from everything the window shows; they would only stretch
+# the point cloud's bounds (a trainer's scene scale is taken from them).
+MAX_DEPTH_OVER_MEDIAN = 50.0
+
 
 def confident_pixels(
     depth: np.ndarray, depth_conf: np.ndarray | None, boxes: np.ndarray, conf_thres_value: float,
@@ -23,8 +27,9 @@ def confident_pixels(
     """[P, 3] (frame, row, column) of the kept pixels in frame-major order.
 
     Kept: pixels inside their frame's content box [S, 4] (not padding) with finite positive depth and
-    confidence >= conf_thres_value (every such pixel without a confidence map), at most ``max_points`` of
-    them drawn uniformly without replacement.
+    confidence >= conf_thres_value (every such pixel without a confidence map), no deeper than
+    ``MAX_DEPTH_OVER_MEDIAN`` times the median depth of those pixels (a sky pixel's depth can be anything), at
+    most ``max_points`` of them drawn uniformly without replacement.
     """
     _, height, width = depth.shape
     columns, rows = np.arange(width)[None, None, :], np.arange(height)[None, :, None]
@@ -33,6 +38,8 @@ def confident_pixels(
     keep &= np.isfinite(depth) & (depth > 0)
     if depth_conf is not None:
         keep &= depth_conf >= conf_thres_value
+    if keep.any():
+        keep &= depth <= MAX_DEPTH_OVER_MEDIAN * np.median(depth[keep])
     pixels = np.argwhere(keep)
     if len(pixels) > max_points:
         chosen = np.sort(rng.choice(len(pixels), size=max_points, replace=False))
