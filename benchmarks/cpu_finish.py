@@ -62,6 +62,7 @@ class Accuracy:
 @dataclasses.dataclass
 class WindowRow:
     window: str
+    frames: int
     ours_cpu_s: float
     ours_ba: str
     ours_verdict: str
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, step in ((name, step) for step in args.frame_step for name in names):
             for window in gt_windows(args.data / name, seed=args.seed, frame_step=step):
                 cpu, outcome, poses = run_ours(window, options, Path(tmp) / "ours")
-                row = WindowRow(window.name, cpu, outcome["ba"] or "-", outcome["verdict"] or "failed",
+                row = WindowRow(window.name, len(window.prediction.names), cpu, outcome["ba"] or "-", outcome["verdict"] or "failed",
                                 outcome["verdict_reason"] or outcome["reason"], accuracy(window.prediction.names, poses, window))
                 if not args.no_colmap:
                     colmap_cpu, colmap_poses = run_colmap(window, Path(tmp) / "colmap" / window.name)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_format(row), flush=True)
                 if row.ours_reason:
                     print(f"{'':<40}{row.ours_reason}")
-    summary = _summary(rows, len(window.prediction.names))
+    summary = _summary(rows)
     print()
     for key, value in summary.items():
         print(f"{key}: {value}")
@@ -185,7 +186,7 @@ def _format(row: WindowRow) -> str:
             f"{row.colmap_cpu_s / row.ours_cpu_s:>5.1f}x")
 
 
-def _summary(rows: list[WindowRow], frames: int) -> dict:
+def _summary(rows: list[WindowRow]) -> dict:
     good = [r for r in rows if r.ours_verdict == "good" and r.ours_ba == "ok"]
     summary = {
         "windows": len(rows),
@@ -199,7 +200,7 @@ def _summary(rows: list[WindowRow], frames: int) -> dict:
     if with_colmap:
         both = [r for r in good if r.colmap is not None and r.colmap.registered >= 3]
         summary.update({
-            "colmap_all_registered": sum(r.colmap.registered == frames for r in with_colmap),
+            "colmap_all_registered": sum(r.colmap.registered == r.frames for r in with_colmap),
             "colmap_cpu_s_median": round(statistics.median(r.colmap_cpu_s for r in with_colmap), 3),
             "colmap_cpu_s_total": round(sum(r.colmap_cpu_s for r in with_colmap), 2),
             "cpu_ratio_colmap_over_ours": round(sum(r.colmap_cpu_s for r in with_colmap)
