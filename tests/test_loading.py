@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 from pathlib import Path
 
@@ -39,6 +41,16 @@ def write_config(folder: Path, config: VGGTConfig = SMALL_CONFIG) -> Path:
     path = folder / "config.json"
     path.write_text(json.dumps(config.to_dict()))
     return path
+
+
+class _Payload:
+    """Unpickling this calls a function of the os module: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
 
 
 class LoadingTestCase(unittest.TestCase):
@@ -191,6 +203,14 @@ class BrokenSourceTest(LoadingTestCase):
         torch.save(VGGT(SMALL_CONFIG), self.tmp / "whole_model.pt")
         self.assert_error(self.tmp / "whole_model.pt", "whole_model.pt", "pickled objects other than tensors")
 
+    def test_pickled_payload_is_refused_without_unsafe_advice(self) -> None:
+        write_config(self.tmp)
+        marker = self.tmp / "payload-ran"
+        torch.save({"weights": _Payload(marker)}, self.tmp / "payload.pt")
+        message = self.assert_error(self.tmp / "payload.pt", "payload.pt", "pickled objects other than tensors")
+        self.assertNotIn("weights_only", message)
+        self.assertFalse(marker.exists(), "loading ran the pickled payload")
+
     def test_missing_and_unexpected_keys(self) -> None:
         write_config(self.tmp)
         names = sorted(self.state_dict)
@@ -281,45 +301,55 @@ HUB_SCRIPT = textwrap.dedent(
 class HubCacheTest(LoadingTestCase):
     REVISION = "0123456789abcdef0123456789abcdef01234567"
 
-    def test_offline_hub_ids_use_the_cache_or_say_what_to_do(self) -> None:
+    def setUp(self) -> None:
+        super().setUp()
         # huggingface_hub's cache layout: models--{owner}--{name}/refs/main names the snapshot of the main branch.
         # The repository holds model.pt only, like facebook/VGGT-1B, so model.safetensors is looked up and missed.
         repo = self.tmp / "hf" / "hub" / "models--local-test--tiny-vggt"
-        snapshot = repo / "snapshots" / self.REVISION
-        snapshot.mkdir(parents=True)
+        self.snapshot = repo / "snapshots" / self.REVISION
+        self.snapshot.mkdir(parents=True)
         (repo / "refs").mkdir()
         (repo / "refs" / "main").write_text(self.REVISION)
-        write_config(snapshot)
-        torch.save(self.state_dict, snapshot / "model.pt")
+        write_config(self.snapshot)
+        torch.save(self.state_dict, self.snapshot / "model.pt")
 
+    def run_hub_script(self, **environment: str) -> tuple[dict, subprocess.CompletedProcess]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
         env.update(
-            HF_HUB_OFFLINE="1",
             HF_HOME=str(self.tmp / "hf"),
             HF_HUB_CACHE=str(self.tmp / "hf" / "hub"),
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+            **environment,
         )
-        loaded_path = self.tmp / "loaded.safetensors"
         result = subprocess.run(
-            [sys.executable, "-c", HUB_SCRIPT, str(loaded_path)],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
+            [sys.executable, "-c", HUB_SCRIPT, str(self.tmp / "loaded.safetensors")],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        out = json.loads(result.stdout.strip().splitlines()[-1])
+        return json.loads(result.stdout.strip().splitlines()[-1]), result
 
-        loaded = safetensors.torch.load_file(loaded_path)
+    def test_offline_hub_ids_use_the_cache_or_say_what_to_do(self) -> None:
+        out, _ = self.run_hub_script(HF_HUB_OFFLINE="1")
+        loaded = safetensors.torch.load_file(self.tmp / "loaded.safetensors")
         self.assertEqual(set(loaded), set(self.state_dict))
         self.assertTrue(all(torch.equal(loaded[name], t) for name, t in self.state_dict.items()))
         self.assertIn(f"local-test/tiny-vggt@{self.REVISION}", out["describe"])
-        self.assertEqual(out["fingerprint"], checkpoint_fingerprint(snapshot))
+        self.assertEqual(out["fingerprint"], checkpoint_fingerprint(self.snapshot))
 
         message = out["uncached_error"]
         for fragment in ("facebook/VGGT-1B", "HF_HUB_OFFLINE", str(self.tmp / "hf" / "hub"), "hf download", "--checkpoint"):
             self.assertIn(fragment, message)
+
+    def test_unreachable_hub_falls_back_to_the_cache_at_once_and_quietly(self) -> None:
+        with socket.socket() as probe:  # a port nothing listens on: connections are refused
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        start = time.monotonic()
+        out, result = self.run_hub_script(HF_ENDPOINT=f"http://127.0.0.1:{port}")
+        self.assertLess(time.monotonic() - start, 20.0, "waited for the hub's retries")
+        self.assertIn(f"local-test/tiny-vggt@{self.REVISION}", out["describe"])
+        self.assertIn("the hub could not be reached", out["uncached_error"])
+        self.assertNotIn("Retrying", result.stderr)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import os
 import re
+import socket
+import urllib.parse
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +67,7 @@ _SHARED_KEY_PREFIXES = ("module.", "_orig_mod.")
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHOWN_KEYS = 5
 _FINGERPRINT_CHUNK = 1 << 20
+HUB_PROBE_TIMEOUT_S = 3.0
 _SOURCES_HELP = (
     "pass a .pt/.pth/.safetensors file, a folder holding model.safetensors or model.pt (and optionally "
     f"config.json), or a Hugging Face model id such as {DEFAULT_MODEL_ID}"
@@ -231,10 +236,14 @@ def _read_state_dict(resolved: ResolvedCheckpoint) -> dict[str, torch.Tensor]:
     try:
         # Memory-mapped when the format allows (zip, as every torch.save since 1.6 writes), so pages come from the
         # file as they are used instead of a second copy in memory. Truncated zips fail this test and then load.
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with warnings.catch_warnings():
+            # The weights-only unpickler warns about pickle protocols it may not support, then fails or not: the
+            # outcome is what counts, and it is reported below.
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         detail = _unpickler_detail(exc)
-        if "Unsupported global" in detail:
+        if "global" in detail.lower():
             raise CheckpointError(
                 f"{where} holds pickled objects other than tensors (for example a whole model), which are not "
                 f"loaded for safety ({detail}); save model.state_dict() instead"
@@ -320,13 +329,18 @@ def _first_few(items: list[str]) -> str:
 
 
 def _unpickler_detail(exc: pickle.UnpicklingError) -> str:
-    """The specific reason in torch's long weights-only refusal (a forbidden class, or bytes that are no pickle)."""
-    text = str(exc)
+    """The specific reason in torch's weights-only refusal (a forbidden class or function, or bytes that are no
+    pickle), without torch's advice around it: that advice is to load with ``weights_only=False``, which would
+    run whatever the file holds."""
     marker = "WeightsUnpickler error:"
-    if marker not in text:
-        return _first_line(exc)
-    paragraphs = [part.strip() for part in text.split(marker, 1)[1].split("\n\n") if part.strip()]
-    return paragraphs[0].split(". ")[0] if paragraphs else _first_line(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    marked = [i for i, line in enumerate(lines) if marker in line]
+    if marked:
+        after = [lines[marked[0]].split(marker, 1)[1].strip(), *lines[marked[0] + 1:]]
+        candidates = [line for line in after if line]
+    else:
+        candidates = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return candidates[0].split(". ")[0].rstrip(".") if candidates else "not a plain pickle of tensors"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -350,10 +364,46 @@ def _resolve_folder(text: str, folder: Path) -> ResolvedCheckpoint:
     )
 
 
+def _hub_reachable() -> bool:
+    """Whether a connection to the hub's host opens within HUB_PROBE_TIMEOUT_S.
+
+    Without this, a machine with no network waits through huggingface_hub's five retries (about 25 seconds,
+    each one logged) before the cache is consulted. Behind a proxy a direct connection says nothing, so the
+    hub is then assumed reachable and huggingface_hub decides.
+    """
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urllib.parse.urlsplit(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub logs every retry (and its handler and ours print each one twice); its failures reach the
+    user as one CheckpointError instead."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _resolve_hub(repo_id: str) -> ResolvedCheckpoint:
-    # Once the hub has proved unreachable, later files come from the cache only: every failed attempt costs
-    # huggingface_hub's retries, about 20 seconds.
-    cache_only = False
+    with _quiet_hub():
+        return _resolve_hub_files(repo_id, cache_only=not _hub_reachable())
+
+
+def _resolve_hub_files(repo_id: str, cache_only: bool) -> ResolvedCheckpoint:
+    # Once the hub has proved unreachable, later files come from the cache only.
     for name in REPO_WEIGHT_FILES:
         try:
             weights = Path(_hub_file(repo_id, name, cache_only))
