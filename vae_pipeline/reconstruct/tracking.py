@@ -202,7 +202,12 @@ def sift_features(gray: np.ndarray, box: np.ndarray, max_points: int) -> Feature
     if descriptors is None:
         return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
     xy = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
-    keep = _inside(xy, box, CORNER_BLOCK_SIZE)
+    # SIFT gives a keypoint one descriptor per dominant orientation: keep one per position (the strongest, as
+    # OpenCV returns them by response), or one pixel would observe several points.
+    _, first = np.unique(np.round(xy, 2), axis=0, return_index=True)
+    keep = np.zeros(len(xy), dtype=bool)
+    keep[first] = True
+    keep &= _inside(xy, box, CORNER_BLOCK_SIZE)
     descriptors = descriptors[keep]
     descriptors /= np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-12)
     return Features(xy[keep], np.sqrt(descriptors).astype(np.float32))
@@ -214,23 +219,32 @@ def mutual_matches(first: Features, second: Features) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     similarity = first.descriptors @ second.descriptors.T
     forward = similarity.argmax(axis=1)
-    backward = similarity.argmax(axis=0)
-    rows = np.flatnonzero(backward[forward] == np.arange(len(first)))
+    best = similarity[np.arange(len(first)), forward]
+    # Mutual when the row's best is also its column's best (column maxima are far cheaper than column argmaxes).
+    rows = np.flatnonzero(best >= similarity.max(axis=0)[forward])
     columns = forward[rows]
     # The ratio test only for mutual pairs: the second best of a few rows and columns, not of the whole matrix.
-    keep = _passes_ratio(similarity[rows], columns) & _passes_ratio(similarity[:, columns].T, rows)
+    row_second = _second_best(similarity[rows], columns, axis=1)
+    column_second = _second_best(similarity[:, columns], rows, axis=0)
+    keep = _clearly_better(best[rows], row_second) & _clearly_better(best[rows], column_second)
     return np.stack([rows[keep], columns[keep]], axis=1)
 
 
-def _passes_ratio(similarity: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """Whether each row's best entry (column ``best``) is clearly better than its second best: Lowe's ratio on
-    the Euclidean distances of unit vectors, sqrt(2 - 2 cos). Overwrites ``similarity``, a copy."""
-    rows = np.arange(len(similarity))
-    best_similarity = similarity[rows, best]
-    similarity[rows, best] = -np.inf
-    second_similarity = similarity.max(axis=1)
-    best_distance = np.sqrt(np.maximum(2.0 - 2.0 * best_similarity, 0.0))
-    second_distance = np.sqrt(np.maximum(2.0 - 2.0 * second_similarity, 0.0))
+def _second_best(similarity: np.ndarray, best: np.ndarray, axis: int) -> np.ndarray:
+    """Largest value along ``axis`` once the best entries (index ``best`` per row or column) are set aside;
+    overwrites ``similarity``, a copy."""
+    lines = np.arange(len(best))
+    if axis == 1:
+        similarity[lines, best] = -np.inf
+    else:
+        similarity[best, lines] = -np.inf
+    return similarity.max(axis=axis)
+
+
+def _clearly_better(best: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Lowe's ratio test on the Euclidean distances of unit vectors, sqrt(2 - 2 cos)."""
+    best_distance = np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0))
+    second_distance = np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))
     return best_distance < SIFT_RATIO * second_distance
 
 
