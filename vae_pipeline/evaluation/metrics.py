@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..reconstruct.geometry import rotation_magnitude_deg as rotation_angle_deg
+
 
 def pair_indices(num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """``(i [P], j [P])`` of every pair ``i < j`` of ``num_frames`` frames, P = N (N - 1) / 2, ordered
@@ -27,24 +29,6 @@ def relative_poses(cam_from_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     relative_rotation = rotation[i] @ rotation[j].transpose(0, 2, 1)
     relative_translation = translation[i] - np.einsum("pab,pb->pa", relative_rotation, translation[j])
     return relative_rotation, relative_translation
-
-
-def rotation_angle_deg(rotation: np.ndarray) -> np.ndarray:
-    """Angle of each rotation matrix [..., 3, 3], in [0, 180].
-
-    From atan2(sin, cos) rather than arccos of the trace, which loses half the digits near 0 degrees.
-    """
-    cos = (np.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
-    axis_times_sin = np.stack(
-        [
-            rotation[..., 2, 1] - rotation[..., 1, 2],
-            rotation[..., 0, 2] - rotation[..., 2, 0],
-            rotation[..., 1, 0] - rotation[..., 0, 1],
-        ],
-        axis=-1,
-    )
-    sin = np.linalg.norm(axis_times_sin, axis=-1) / 2.0
-    return np.degrees(np.arctan2(sin, cos))
 
 
 def direction_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -101,6 +101,23 @@ def max_triangulation_angle(points: np.ndarray, mask: np.ndarray, extrinsic: np.
 
 def rotation_angle_deg(r_a: np.ndarray, r_b: np.ndarray) -> np.ndarray:
     """Angle (degrees) of R_a R_b^T for stacks of rotations [..., 3, 3]."""
-    relative = r_a @ np.swapaxes(r_b, -1, -2)
-    cos = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.rad2deg(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return rotation_magnitude_deg(r_a @ np.swapaxes(r_b, -1, -2))
+
+
+def rotation_magnitude_deg(rotation: np.ndarray) -> np.ndarray:
+    """Angle (degrees, in [0, 180]) of rotation matrices [..., 3, 3].
+
+    From atan2(sin, cos) rather than the arccos of the trace, which loses half the digits near 0 degrees (two
+    equal float32 rotations would differ by 0.03 degrees).
+    """
+    cos = (np.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
+    axis_times_sin = np.stack(
+        [
+            rotation[..., 2, 1] - rotation[..., 1, 2],
+            rotation[..., 0, 2] - rotation[..., 2, 0],
+            rotation[..., 1, 0] - rotation[..., 0, 1],
+        ],
+        axis=-1,
+    )
+    sin = np.linalg.norm(axis_times_sin, axis=-1) / 2.0
+    return np.degrees(np.arctan2(sin, cos))
