@@ -152,9 +152,11 @@ def _drive(pipe: _Pipe, page: Path, width: int, height: int, evaluate: dict[str,
         params = event.get("params", {})
         if event.get("method") == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
-            result.errors.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
+            text = details.get("exception", {}).get("description") or details.get("text")
+            result.errors.append(f"exception: {text}")
         elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            result.errors.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
+            values = (str(arg.get("value", arg.get("description"))) for arg in params.get("args", []))
+            result.errors.append("console: " + " ".join(values))
         elif event.get("method") == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
             result.errors.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".strip())

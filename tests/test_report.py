@@ -51,18 +51,14 @@ def run_report(*args: str) -> subprocess.CompletedProcess:
 
 
 class PageParser(HTMLParser):
-    """Every tag's attributes, and the page's text."""
+    """Every tag with its attributes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def parse(page: str) -> PageParser:
@@ -232,6 +228,22 @@ class ReportPageTest(ReportTestCase):
         for unmatched in self.evaluation.unmatched_windows:
             self.assertIn(escape(unmatched.reason), self.page)
 
+    def test_a_rerun_takes_the_verdicts_of_skipped_windows_from_their_folders(self) -> None:
+        # A rerun records finished windows as "skipped", without verdict or metrics: window.json has them.
+        rerun = self.tmp / "rerun"
+        rerun.mkdir()
+        for child in self.output.iterdir():
+            if child.is_dir() and child.name != "report":
+                (rerun / child.name).symlink_to(child)
+        skipped = [{**line, "status": "skipped", "reason": "finished in an earlier run", "ba": None, "verdict": None,
+                    "verdict_reason": None, "metrics": {}, "timings": {}}
+                   for line in self.lines if line["status"] == "ok"]
+        (rerun / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in skipped))
+        before = {window.window_id: (window.state, window.metrics) for window in read_run(self.output).windows}
+        after = {window.window_id: (window.state, window.metrics) for window in read_run(rerun).windows}
+        self.assertEqual(after, {window_id: before[window_id] for window_id in after})
+        self.assertEqual(len(after), 7)
+
     def test_max_windows_caps_the_details_not_the_table(self) -> None:
         page = render_page(read_run(self.output), max_windows=2)
         self.assertEqual(page.count('<section class="window"'), 2)
@@ -240,11 +252,15 @@ class ReportPageTest(ReportTestCase):
 
 
 class ReportInBrowserTest(ReportTestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.chromium = find_chromium()
+        if cls.chromium is None:
+            raise unittest.SkipTest("no Chromium installed (Debian: apt-get install chromium)")
+        super().setUpClass()
+
     def test_page_loads_in_headless_chromium_without_errors(self) -> None:
-        chromium = find_chromium()
-        if chromium is None:
-            self.skipTest("no Chromium installed (Debian: apt-get install chromium)")
-        loaded = load_page(chromium, self.page_path, 1280, 2000, evaluate={
+        loaded = load_page(self.chromium, self.page_path, 1280, 2000, evaluate={
             "images": "document.images.length",
             "unloaded": "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length",
             "rows_shown_for_good": "document.querySelector('.filters button[data-filter=good]').click();"

@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_windows < 0:
+        parser.error(f"--max-windows must be 0 or more, got {args.max_windows}")
     try:
         path = write_report(args.output_dir, args.evaluation, max_windows=args.max_windows)
     except ReportInputError as exc:

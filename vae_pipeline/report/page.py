@@ -251,8 +251,8 @@ def _summary(run: RunReport) -> str:
     if evaluation is not None:
         parts.append(f"<h3>Accuracy against ground truth</h3><div class=\"muted\">from "
                      f"<span class=\"mono\">{escape(str(run.evaluation_path))}</span>: {len(evaluation.windows)} "
-                     f"window(s) evaluated, {len(evaluation.unmatched_windows)} without ground truth; all frame pairs of all "
-                     "evaluated windows pooled</div>")
+                     f"window(s) evaluated, {len(evaluation.unmatched_windows)} without ground truth; all frame "
+                     "pairs of all evaluated windows pooled</div>")
         if evaluation.overall is not None:
             cards = [_card(_accuracy_value(evaluation.overall, f), f.label) for f in ACCURACY[:8]]
             parts.append(f'<div class="cards small">{"".join(cards)}</div><div class="muted">{ACCURACY_LEGEND}</div>')

@@ -48,7 +48,8 @@ def _numbers(data: dict[str, Any], name: str, where: str) -> dict[str, float]:
 @dataclass(frozen=True)
 class ManifestLine:
     """One line of ``manifest.jsonl``: a window (``window`` set) or a whole sequence that could not be read
-    (``window`` None). ``folder`` is relative to the output folder, None when the window has none. ``status``:
+    (``window`` None; its ``window_id`` is the sequence's name when the line gives none). ``folder`` is relative to
+    the output folder, None when the window has none. ``status``:
     "ok", "failed", "dropped" (judged below the kept verdict: recorded, no folder) or, from older runs,
     "skipped" (finished in an earlier run)."""
 
