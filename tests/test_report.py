@@ -147,6 +147,8 @@ class ReportPageTest(ReportTestCase):
                 if value is not None and tag != "img":
                     self.assertTrue(value.startswith("#"), f"<{tag} {name}={value!r}> leaves the page")
             self.assertNotIn(tag, ("link", "iframe", "object", "embed"))
+        ids = [attrs["id"] for _, attrs in parsed.tags if "id" in attrs]
+        self.assertEqual(len(ids), len(set(ids)), "ids repeat on the page")
         self.assertNotRegex(self.page, r"https?://")
         self.assertNotIn("@import", self.page)
         self.assertNotRegex(self.page, r"url\((?!#)")

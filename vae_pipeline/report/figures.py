@@ -163,7 +163,8 @@ def _view_bounds(cameras: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _svg(figure: Figure) -> str:
-    """The figure as an ``<svg>`` element for inline HTML: no XML prolog, no metadata, no namespace URIs."""
+    """The figure as an ``<svg>`` element for inline HTML: no XML prolog, no metadata, no namespace URIs, and no
+    ids on groups (matplotlib names them figure_1, patch_1, ... in every figure: repeated on one page)."""
     buffer = io.StringIO()
     with rc_context(FONT):
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None,
@@ -171,4 +172,5 @@ def _svg(figure: Figure) -> str:
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r'(<g\b[^>]*?)\s+id="[^"]*"', r"\1", svg)
     return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
