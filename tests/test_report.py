@@ -251,6 +251,10 @@ class ReportPageTest(ReportTestCase):
         self.assertEqual(page.count('<section class="window"'), 2)
         self.assertIn("The first 2 of 7 windows with a folder", page)
         self.assertEqual(len(re.findall(r'<tr data-state="', page)), len(self.lines))
+        targets = re.findall(r'<a (?:xlink:)?href="#([^"]+)"', page)
+        self.assertEqual(len(set(targets)), 2)  # links only to the windows drawn
+        for target in targets:
+            self.assertIn(f'id="{target}"', page)
 
 
 class ReportInBrowserTest(ReportTestCase):

@@ -57,7 +57,7 @@ def render_page(run: RunReport, max_windows: int = DEFAULT_MAX_WINDOWS) -> str:
     body = [
         _header(run, title),
         _summary(run),
-        _failures(run),
+        _failures(run, linked),
         _timelines(run, linked),
         _window_table(run, linked),
         _details(detailed, len(with_folder), max_windows),
@@ -268,23 +268,22 @@ def _legend() -> str:
     return f'<div class="legend">{"".join(items)}</div>'
 
 
-def _failures(run: RunReport) -> str:
+def _failures(run: RunReport, linked: set[str]) -> str:
     failed = [w for w in run.windows if w.state in ("error", "failed")]
     if not failed and not run.sequence_failures:
         return "<h2>Failures</h2><div class=\"muted\">none: every window was written with geometry.</div>"
     rows = [[escape(line.sequence), "sequence", _chip("error"), _reason_cell(line.reason)]
             for line in run.sequence_failures]
     for window in failed:
-        rows.append([_window_link(window), _frame_span(window), _chip(window.state), _reason_cell(_reason(window))])
+        rows.append([_window_link(window, linked), _frame_span(window), _chip(window.state), _reason_cell(_reason(window))])
     return (f"<h2>Failures ({len(rows)})</h2><div class=\"muted\">Windows the run could not finish and windows "
             "judged failed, with the full reason.</div>" + _table(["window", "frames", "what", "reason"], rows))
 
 
-def _window_link(window: WindowEntry, linked: set[str] | None = None) -> str:
+def _window_link(window: WindowEntry, linked: set[str]) -> str:
+    """The window's id, linked to its detail section when the page has one."""
     text = f'<span class="mono">{escape(window.window_id)}</span>'
-    if linked is None or window.window_id in linked:
-        return f'<a href="#{window_anchor(window.window_id)}">{text}</a>' if window.folder is not None else text
-    return text
+    return f'<a href="#{window_anchor(window.window_id)}">{text}</a>' if window.window_id in linked else text
 
 
 def _reason(window: WindowEntry) -> str | None:

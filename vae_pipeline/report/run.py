@@ -31,7 +31,7 @@ def _get(data: dict[str, Any], name: str, types: tuple[type, ...], where: str, r
             raise ReportInputError(f"{where}: no '{name}'")
         return None
     value = data[name]
-    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         expected = " or ".join(t.__name__ for t in types)
         raise ReportInputError(f"{where}: '{name}' must be {expected}, got {type(value).__name__}")
     return value
