@@ -41,9 +41,6 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.gt_windows import GroundTruthWindow, gt_windows  # noqa: E402
 from vae_pipeline.evaluation.metrics import camera_centres, centre_errors, relative_pose_errors  # noqa: E402
-from vae_pipeline.finish import FinishSettings, finish_window  # noqa: E402
-from vae_pipeline.frames import Frame, Sequence  # noqa: E402
-from vae_pipeline.jobs import WindowJob  # noqa: E402
 from vae_pipeline.reconstruct import ReconstructionOptions  # noqa: E402
 
 GT_SEQUENCES = ("tum_fr3_office_1hz", "middlebury_templering", "strecha_fountain_p11")
@@ -90,14 +87,10 @@ def model_poses(reconstruction: pycolmap.Reconstruction) -> dict[str, np.ndarray
 
 
 def run_ours(window: GroundTruthWindow, options: ReconstructionOptions, output: Path) -> tuple[float, dict, dict]:
-    frames = [Frame(path.name, path) for path in window.image_paths]
-    sequence = Sequence(window.sequence, window.image_paths[0].parent, frames, is_video=False)
-    job = WindowJob(sequence, window.window, 0, tuple(range(len(frames))))
-    settings = FinishSettings(output, options, provenance={})
     start = time.process_time()
-    outcome = finish_window(job, window.prediction, settings)
+    outcome = window.finish(output, options)
     cpu = time.process_time() - start
-    folder = job.folder(output)
+    folder = window.job().folder(output)
     poses = model_poses(pycolmap.Reconstruction(str(folder / "sparse"))) if outcome.status == "ok" else {}
     return cpu, dataclasses.asdict(outcome), poses
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_pipeline.frames import decode_image, discover_sequences, prepare_frame
-from vae_pipeline.reconstruct import WindowPrediction
+from vae_pipeline.finish import FinishSettings, finish_window
+from vae_pipeline.frames import Frame, Sequence, decode_image, discover_sequences, prepare_frame
+from vae_pipeline.jobs import WindowJob, WindowOutcome
+from vae_pipeline.reconstruct import ReconstructionOptions, WindowPrediction
 from vae_pipeline.windows import create_windows
 
 
@@ -38,6 +40,19 @@ class GroundTruthWindow:
     @property
     def name(self) -> str:
         return f"{self.sequence}/window_{self.window:03d}"
+
+    def job(self, window_batch_size: int = 4) -> WindowJob:
+        """The window as the pipeline plans it: its frames are the whole sequence of its files."""
+        frames = [Frame(path.name, path) for path in self.image_paths]
+        sequence = Sequence(self.sequence, self.image_paths[0].parent, frames, is_video=False)
+        return WindowJob(sequence, self.window, self.window // window_batch_size, tuple(range(len(frames))))
+
+    def finish(self, output_dir: Path, options: ReconstructionOptions, window_batch_size: int = 4,
+               provenance: dict | None = None) -> WindowOutcome:
+        """Reconstruct the window and write its folder under ``output_dir`` as the pipeline's CPU workers do
+        (``finish_window``); the outcome is its manifest line."""
+        settings = FinishSettings(output_dir, options, provenance or {})
+        return finish_window(self.job(window_batch_size), self.prediction, settings)
 
 
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
