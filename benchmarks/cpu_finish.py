@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-step", type=int, nargs="+", default=[1],
                         help="Use every N-th frame (several values: one pass each; larger steps, wider baselines).")
     parser.add_argument("--no-colmap", action="store_true", help="Skip pycolmap's incremental mapping.")
+    parser.add_argument("--max-windows", type=int, default=None, help="Stop after this many windows.")
     parser.add_argument("--json", type=Path, default=None, help="Write every figure to this file.")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cpu_finish_") as tmp:
         for name, step in ((name, step) for step in args.frame_step for name in names):
             for window in gt_windows(args.data / name, seed=args.seed, frame_step=step):
+                if args.max_windows is not None and len(rows) >= args.max_windows:
+                    break
                 cpu, outcome, poses = run_ours(window, options, Path(tmp) / "ours")
                 row = WindowRow(window.name, len(window.prediction.names), cpu, outcome["ba"] or "-", outcome["verdict"] or "failed",
                                 outcome["verdict_reason"] or outcome["reason"], accuracy(window.prediction.names, poses, window))

@@ -147,5 +147,27 @@ class ThroughputHelpersTest(unittest.TestCase):
                                     "a2.png"])
 
 
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@unittest.skipUnless(SHARED_DATA.is_dir(), f"the CPU finish benchmark needs {SHARED_DATA} (real frames with ground truth)")
+class CpuFinishBenchmarkTest(unittest.TestCase):
+    def test_one_window_beside_colmap(self):
+        from benchmarks import cpu_finish
+
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = Path(tmp) / "figures.json"
+            printed = run_main(cpu_finish.main, ["--sequences", "strecha_fountain_p11", "--max-windows", "1",
+                                                 "--json", str(figures)])
+            result = json.loads(figures.read_text())
+        self.assertIn("strecha_fountain_p11/window_000", printed)
+        self.assertIn("ratio", printed)
+        (window,) = result["windows"]
+        self.assertEqual((window["ours_ba"], window["ours_verdict"]), ("ok", "good"))
+        self.assertLess(window["ours"]["rotation_max_deg"], 2.0)
+        self.assertEqual(window["colmap"]["registered"], 8)
+        self.assertGreater(result["summary"]["cpu_ratio_colmap_over_ours"], 1.0)
+
+
 if __name__ == "__main__":
     unittest.main()
