@@ -1,4 +1,4 @@
-"""Do two runs agree? DESIGN.md's test: the same windows succeed, and every camera agrees within 1e-4 in
+"""Do two runs agree? The same windows succeed, and every camera agrees within 1e-4 in
 rotation and translation and 1e-3 px in its intrinsics. (Float32 batching moves results by about 1e-6, so
 bit-identity is not the test.)"""
 

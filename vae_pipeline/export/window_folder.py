@@ -1,6 +1,6 @@
 """Write one finished window as a folder that COLMAP, nerfstudio and gsplat open as it is.
 
-Layout (DESIGN.md): ``sparse/`` (COLMAP binary model, text too on request), ``sparse/points.ply``, ``images/``
+Layout: ``sparse/`` (COLMAP binary model, text too on request), ``sparse/points.ply``, ``images/``
 (the window's frames, relative symlinks to the input files where possible), ``window_info.txt``,
 ``window.json`` and, on request, ``depth/``. The folder is assembled under a temporary name and renamed when
 complete, so a window folder that exists is always whole.
