@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for action in parser._actions:
         if action.dest in ("input_dir", "output_dir"):
             action.required = False
-    parser.set_defaults(input_dir=REPO / "testdata" / "scene_arc" / "images", output_dir=None, model=None)
+    # keep="all": random weights give poor or failed verdicts, and the comparison needs every window written.
+    parser.set_defaults(input_dir=REPO / "testdata" / "scene_arc" / "images", output_dir=None, model=None,
+                        keep="all")
     parser.add_argument("--json", type=Path, default=Path("demo_results.json"), help="Where to write the figures.")
     parser.add_argument("--random-size", choices=("small", "full"), default=None,
                         help="Random-weight architecture when no checkpoint is given: small (default on the CPU) "

@@ -163,6 +163,7 @@ def pipeline_runs(model: VGGT, args: argparse.Namespace, device: torch.device) -
             device=str(device),
             overwrite=True,
             num_workers=args.num_workers,
+            keep="all",  # random weights give poor or failed verdicts; every window must reach the write step
             reconstruction=ReconstructionOptions(use_ba=args.use_ba),
         )
         options.validate()

@@ -25,7 +25,7 @@ class VggtTracksTest(unittest.TestCase):
         options = PipelineOptions(FRAMES, Path("unused"), window_size=4, window_stride=2, resize_mode="square")
         jobs = plan_jobs(discover_sequences(FRAMES), options)[:2]
         store = FrameStore(jobs, options.resize_mode)
-        cls.inputs = [store.load_window(job) for job in jobs]
+        cls.inputs = [store.prepare_window(job) for job in jobs]
         cls.model = random_vggt(SMALL_CONFIG)
         cls.options = ReconstructionOptions(tracker="vggt", query_frame_num=2, max_query_pts=16)
         cls.stats = ForwardStats()
@@ -74,7 +74,7 @@ class FrameStoreTest(unittest.TestCase):
 
         store._prepare = counting
         for job in jobs:
-            self.assertEqual(store.load_window(job).pixels.shape, (4, 3, 392, 518))
+            self.assertEqual(store.prepare_window(job).pixels.shape, (4, 3, 392, 518))
         self.assertEqual(sorted(calls), sorted(p.name for p in FRAMES.iterdir()))
 
 

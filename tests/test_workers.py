@@ -1,5 +1,6 @@
 """Stage 3 in worker processes: a window whose worker dies is found and recorded as failed; the others are
-written. The crash is real: the window's prediction kills the process that unpickles it."""
+written. The crash is real: the window's prediction kills the process that unpickles it. And workers never
+import torch."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+from worker_probe import torch_is_loaded
 
 from vae_pipeline.finish import FinishSettings
 from vae_pipeline.frames import decode_image, discover_sequences
 from vae_pipeline.jobs import WindowJob
+from vae_pipeline.options import PipelineOptions
+from vae_pipeline.pipeline import provenance
 from vae_pipeline.reconstruct import ReconstructionOptions, WindowPrediction
 from vae_pipeline.synthetic import read_ground_truth
-from vae_pipeline.workers import CRASH_REASON, FinishPool
+from vae_pipeline.workers import CRASH_REASON, FinishPool, worker_pool
 
 SCENE = Path(__file__).resolve().parents[1] / "testdata" / "scene_arc"
 
@@ -65,6 +69,18 @@ class FinishPoolTest(unittest.TestCase):
         for index in (0, 1, 3, 4):
             self.assertEqual(status[index][0], "ok", status[index])
             self.assertTrue((self.output / f"batch_000/window_{index:03d}/window.json").is_file())
+
+    def test_workers_do_not_import_torch(self) -> None:
+        job, prediction = self.window(0)
+        options = PipelineOptions(SCENE / "images", self.output)
+        # The settings as a run makes them: provenance names the torch version, as a str (not torch's subclass).
+        settings = FinishSettings(self.output, options.reconstruction, provenance(options))
+        pool = worker_pool(1)
+        try:
+            loaded = pool.submit(torch_is_loaded, job, prediction, settings).result()
+        finally:
+            pool.shutdown()
+        self.assertFalse(loaded)
 
 
 if __name__ == "__main__":

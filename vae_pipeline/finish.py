@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .export.window_folder import write_window_folder
-from .jobs import WindowJob, WindowOutcome, describe_error, frame_copies_dir
+from .jobs import DROPPED, OK, WindowJob, WindowOutcome, describe_error, frame_copies_dir
+from .options import keeps
 from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
 
 log = logging.getLogger(__name__)
@@ -19,50 +20,55 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinishSettings:
-    """What a worker needs besides the window itself (picklable, the same for every window of a run)."""
+    """What a worker needs besides the window itself (picklable, the same for every window of a run).
+
+    keep: the lowest verdict that gets a folder (``--keep``); run_id: the run that writes the windows.
+    """
 
     output_dir: Path
     reconstruction: ReconstructionOptions
     provenance: dict[str, Any]
     colmap_text: bool = False
     save_depth: bool = False
-    overwrite: bool = False
+    keep: str = "poor"
+    run_id: str | None = None
 
 
 def finish_window(job: WindowJob, prediction: WindowPrediction, settings: FinishSettings) -> WindowOutcome:
-    """Reconstruct ``job`` from its prediction and write its folder; any error becomes a failed outcome."""
+    """Stage 3: reconstruct ``job`` from its prediction and write its folder, replacing one an earlier run left.
+
+    A window whose verdict is below ``settings.keep`` gets no folder and the status "dropped"; any error becomes a
+    failed outcome with its reason.
+    """
     start = time.perf_counter()
     try:
         options = dataclasses.replace(settings.reconstruction, window_id=job.window_id)
         result = reconstruct_window(prediction, options)
-        record = window_record(job, prediction, result, settings)
+        report = result.report
+        described = dict(
+            ba=report.ba, ba_reason=report.ba_reason, verdict=report.verdict, verdict_reason=report.verdict_reason,
+            metrics=dataclasses.asdict(report.metrics), run_id=settings.run_id,
+        )
+        if not keeps(settings.keep, report.verdict):
+            reason = f"verdict {report.verdict} is below --keep {settings.keep}"
+            timings = {**report.timings, "finish_s": time.perf_counter() - start}
+            return WindowOutcome.for_job(job, DROPPED, reason=reason, timings=timings, **described)
         write_start = time.perf_counter()
         write_window_folder(
             job.folder(settings.output_dir),
             result.reconstruction,
             frame_files(job, settings.output_dir),
-            record,
+            window_record(job, prediction, result, settings),
             colmap_text=settings.colmap_text,
             depth=prediction.depth if settings.save_depth else None,
             depth_conf=prediction.depth_conf if settings.save_depth else None,
-            overwrite=settings.overwrite,
         )
-        report = result.report
         timings = {**report.timings, "write_s": time.perf_counter() - write_start}
-        return WindowOutcome.for_job(
-            job,
-            settings.output_dir,
-            "ok",
-            ba=report.ba,
-            reason=report.ba_reason,
-            verdict=report.verdict,
-            verdict_reason=report.verdict_reason,
-            metrics=dataclasses.asdict(report.metrics),
-            timings={**timings, "finish_s": time.perf_counter() - start},
-        )
+        return WindowOutcome.for_job(job, OK, timings={**timings, "finish_s": time.perf_counter() - start},
+                                   **described)
     except Exception as exc:
         log.debug("window %s failed:\n%s", job.window_id, traceback.format_exc())
-        return WindowOutcome.for_job(job, settings.output_dir, "failed", reason=describe_error(exc))
+        return WindowOutcome.failed(job, describe_error(exc))
 
 
 def frame_files(job: WindowJob, output_dir: Path) -> list[tuple[str, Path]]:
@@ -117,6 +123,8 @@ def window_record(
         "sequence": job.sequence.name,
         "window": job.window_index,
         "batch": job.batch_index,
+        "fingerprint": job.fingerprint or None,
+        "run_id": settings.run_id,
         **result.info,
         "model_input": {"width": w, "height": h},
         "frames": frames,

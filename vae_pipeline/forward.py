@@ -1,5 +1,8 @@
 """Stage 2: one forward pass per batch of same-shape windows on the device, split into per-window predictions.
 
+``forward_batch(model, windows, options, stats)`` is the stage: each window's prediction, or its failure as an
+outcome.
+
 Also what sizes and protects those passes: ``auto_batch_size`` (``--window-batch-size auto``) and the split and
 retry of a batch that runs out of device memory.
 """
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .jobs import WindowFailure, WindowJob, describe_error
+from .jobs import WindowFailure, WindowJob, WindowOutcome, describe_error
 from .load import FrameStore, WindowInputs
 from .model.inference import predict
 from .options import FOLDER_BATCH_SIZE_FOR_AUTO, PipelineOptions
@@ -38,7 +41,7 @@ def auto_batch_size(model: torch.nn.Module, jobs: list[WindowJob], options: Pipe
     device = next(model.parameters()).device
     if device.type != "cuda" or not jobs:
         return FOLDER_BATCH_SIZE_FOR_AUTO
-    sample = FrameStore(jobs[:1], options.resize_mode).load_window(jobs[0]).pixels[None].to(device)
+    sample = FrameStore(jobs[:1], options.resize_mode).prepare_window(jobs[0]).pixels[None].to(device)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated(device)
@@ -63,6 +66,28 @@ class ForwardStats:
     device_seconds: float = 0.0
     forward_passes: int = 0
     oom_splits: int = 0
+
+
+@dataclass
+class PredictedWindow:
+    """A window and the model's prediction for it: what the finish stage takes."""
+
+    job: WindowJob
+    prediction: WindowPrediction
+
+
+def forward_batch(
+    model: torch.nn.Module,
+    windows: list[WindowInputs],
+    options: ReconstructionOptions,
+    stats: ForwardStats | None = None,
+) -> list[PredictedWindow | WindowOutcome]:
+    """Stage 2: ``forward_windows`` with each failure turned into the window's failed outcome, in window order."""
+    return [
+        WindowOutcome.failed(inputs.job, str(result)) if isinstance(result, WindowFailure)
+        else PredictedWindow(inputs.job, result)
+        for inputs, result in zip(windows, forward_windows(model, windows, options, stats))
+    ]
 
 
 def forward_windows(

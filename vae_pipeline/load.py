@@ -1,4 +1,7 @@
-"""Stage 1: decode each frame once and prepare windows of frames for the model (runs in loader threads)."""
+"""Stage 1: decode each frame once and prepare windows of frames for the model (runs in loader threads).
+
+``load_window(store, job)`` is the stage: a window's model input, or its failure as an outcome.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .export.window_folder import owner
 from .frames import Frame, FrameSource, PreparedFrame, Sequence, needs_normalized_copy, prepare_frame, stack_frames
-from .jobs import WindowFailure, WindowJob, describe_error, frame_copies_dir
+from .jobs import WindowFailure, WindowJob, WindowOutcome, describe_error, frame_copies_dir
 
 
 @dataclass
@@ -51,7 +55,7 @@ class FrameStore:
             name = job.sequence.name
             self._first_needed[name] = min(self._first_needed.get(name, len(job.sequence)), *job.frame_indices)
 
-    def load_window(self, job: WindowJob) -> WindowInputs:
+    def prepare_window(self, job: WindowJob) -> WindowInputs:
         """Prepared frames of ``job``; raises ``WindowFailure`` naming the frame that could not be read."""
         source = self._source(job.sequence)
         try:
@@ -69,6 +73,10 @@ class FrameStore:
         except ValueError as exc:
             raise WindowFailure(str(exc)) from None
         return WindowInputs(job=job, frames=frames, pixels=pixels)
+
+    def skip(self, job: WindowJob) -> None:
+        """``job`` will not be loaded here (finished, or claimed by another process): its frames need not wait."""
+        self._release(job, self._source(job.sequence))
 
     def _source(self, sequence: Sequence) -> FrameSource[PreparedFrame]:
         with self._lock:
@@ -96,6 +104,20 @@ class FrameStore:
             source.close()
 
 
+def load_window(store: FrameStore, job: WindowJob, *, pin_memory: bool = False) -> WindowInputs | WindowOutcome:
+    """Stage 1 for one window: its model input (in pinned memory for a fast copy to a CUDA device), or a failed
+    outcome naming the frame that could not be read."""
+    try:
+        inputs = store.prepare_window(job)
+    except WindowFailure as exc:
+        return WindowOutcome.failed(job, str(exc))
+    except Exception as exc:
+        return WindowOutcome.failed(job, f"cannot prepare the window's frames: {describe_error(exc)}")
+    if pin_memory:
+        inputs.pixels = inputs.pixels.pin_memory()
+    return inputs
+
+
 def needs_frame_copy(sequence: Sequence, frame: Frame) -> bool:
     """Video frames have no file of their own; some images show other pixels to readers that ignore EXIF
     orientation or transparency."""
@@ -108,6 +130,7 @@ def save_frame_copy(folder: Path, name: str, image: np.ndarray) -> None:
     if target.exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".partial-{threading.get_ident()}-{name}"
+    # Named like the window folders' staging (owner last) so that a later run removes it if this process dies.
+    staging = folder / f".{name}.{threading.get_ident()}.partial-{owner()}"
     Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
     os.replace(staging, target)

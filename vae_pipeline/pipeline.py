@@ -1,37 +1,42 @@
-"""A whole run: discover frames, plan windows, load the model, run the stages, write manifest and summary.
+"""A whole run: discover frames, plan windows, check the output folder's run state, load the model, run the
+stages, and rebuild the manifest and summary.
 
-The stages, as plain functions over plain data:
-1. ``load.FrameStore.load_window``: decode (each frame once) and prepare a window's frames for the model;
-2. ``forward.forward_windows``: one forward pass per batch of same-shape windows, split into per-window
+The stages are plain functions over typed data, which every way of running them calls (``executor``):
+1. ``load.load_window``: decode (each frame once) and prepare a window's frames for the model;
+2. ``forward.forward_batch``: one forward pass per batch of same-shape windows, split into per-window
    predictions;
 3. ``finish.finish_window``: reconstruct one window and write its folder (in CPU worker processes).
-``process_window_batch`` runs them one after another; ``executor.run_overlapped`` overlaps them.
+``process_window_batch`` runs them for one batch, one after another; ``executor.run_windows`` runs a whole
+plan, overlapped or not. ``run_state`` makes the output folder safe to share between processes.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from . import __version__
 from .errors import OutputError
+from .executor import run_batch, run_windows
 from .export.window_folder import remove_stale_staging
 from .finish import FinishSettings, finish_window
-from .forward import ForwardStats, forward_windows
-from .frames import Sequence, discover_sequences
-from .jobs import WindowJob, WindowOutcome
-from .load import FrameStore, WindowInputs
+from .fingerprint import Fingerprints, run_settings
+from .forward import ForwardStats
+from .frames import Sequence, discover_inputs
+from .jobs import CLAIMED_ELSEWHERE, DROPPED, FAILED, OK, SKIPPED, WindowJob, WindowOutcome
+from .load import FrameStore, load_window
 from .model import load_vggt
 from .model.inference import prepare_for_inference
-from .model.loading import ResolvedCheckpoint, checkpoint_fingerprint, describe_source, resolve_checkpoint
+from .model.loading import checkpoint_fingerprint, describe_source, resolve_checkpoint
 from .options import OptionsError, PipelineOptions
+from .run_state import ClaimedJobs, FolderCounts, RunState
 from .windows import create_windows
 
 log = logging.getLogger(__name__)
@@ -39,12 +44,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
-    """Counts and rates of one run; ``summary.json`` holds it."""
+    """``summary.json``: the output folder's windows by latest outcome (every run's, whichever ran them), then
+    what this run did.
 
+    Folder: ``windows`` (planned or recorded), ``written`` (with a folder), ``failed``, ``dropped`` (below
+    ``--keep``), ``pending`` (not done yet, or claimed by a run still working), ``sequences_failed`` (inputs that
+    could not be read). This run: ``run_written``, ``run_dropped``, ``run_failed`` (windows and sequences; the
+    exit code follows it), ``skipped`` (finished earlier), ``claimed_elsewhere``, timings and device use.
+    """
+
+    run_id: str
     windows: int
     written: int
-    skipped: int
     failed: int
+    dropped: int
+    pending: int
+    sequences_failed: int
+    run_written: int
+    run_dropped: int
+    run_failed: int
+    skipped: int
+    claimed_elsewhere: int
     elapsed_s: float
     device: str
     device_busy_s: float
@@ -53,7 +73,8 @@ class RunSummary:
 
     @property
     def windows_per_s(self) -> float:
-        return self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Windows this run finished (written or dropped) per second of its wall time."""
+        return (self.run_written + self.run_dropped) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def device_busy_share(self) -> float:
@@ -104,16 +125,29 @@ def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[Windo
     return jobs
 
 
-def provenance(options: PipelineOptions, checkpoint: ResolvedCheckpoint | None = None) -> dict[str, Any]:
+def provenance(options: PipelineOptions, model_fingerprint: str | None = None, **extra: Any) -> dict[str, Any]:
     """Where a result came from: package, model (with a fingerprint of its weights when known) and every flag."""
     return {
         "package": "vae_pipeline",
         "package_version": __version__,
         "model_source": options.model_source,
-        "model_fingerprint": checkpoint_fingerprint(checkpoint) if checkpoint is not None else None,
-        "torch_version": torch.__version__,
+        "model_fingerprint": model_fingerprint,
+        "torch_version": str(torch.__version__),  # a str subclass whose unpickling would import torch in workers
+        **extra,
         "flags": options.as_record(),
     }
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap identity of a model in memory (one given to ``run_pipeline`` instead of a checkpoint): its
+    parameters' names, shapes and an even sample of their values."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.tobytes())
+    return f"sha256-sample:{digest.hexdigest()}"
 
 
 def process_window_batch(
@@ -128,68 +162,23 @@ def process_window_batch(
     """One forward pass for a batch of windows, then per-window reconstruction and export, one after another.
 
     Returns one outcome per window, in window order; a window that fails is recorded with its reason and never
-    stops the others. ``executor.run_overlapped`` does the same work with the stages running concurrently.
+    stops the others. ``executor.run_windows`` runs whole plans through the same stages.
     """
     log.debug("batch %d: %d windows", batch_idx, len(window_batch))
+    settings = settings or FinishSettings(
+        config.output_dir, config.reconstruction, provenance(config), colmap_text=config.colmap_text,
+        save_depth=config.save_depth, keep=config.keep,
+    )
     store = FrameStore(window_batch, config.resize_mode, config.output_dir)
-    settings = settings or FinishSettings(config.output_dir, config.reconstruction, provenance(config))
-    outcomes: dict[int, WindowOutcome] = {}
-    loaded: list[tuple[int, WindowInputs]] = []
-    for i, job in enumerate(window_batch):
-        try:
-            loaded.append((i, store.load_window(job)))
-        except Exception as exc:
-            outcomes[i] = WindowOutcome.for_job(job, config.output_dir, "failed", reason=str(exc))
-    predictions = forward_windows(model, [inputs for _, inputs in loaded], config.reconstruction, stats)
-    for (i, inputs), prediction in zip(loaded, predictions):
-        if isinstance(prediction, Exception):
-            outcomes[i] = WindowOutcome.for_job(inputs.job, config.output_dir, "failed", reason=str(prediction))
-        else:
-            outcomes[i] = finish_window(inputs.job, prediction, settings)
-    return [outcomes[i] for i in range(len(window_batch))]
+    loaded = [load_window(store, job) for job in window_batch]
+    outcomes: dict[str, WindowOutcome] = {}
 
+    def collect(outcome: WindowOutcome) -> None:
+        outcomes[outcome.window_id] = outcome
 
-class Manifest:
-    """``manifest.jsonl``: a line per window as it finishes (so a crash keeps the record), sorted at the end."""
-
-    def __init__(self, output_dir: Path):
-        self.path = output_dir / "manifest.jsonl"
-        self._lines: list[dict[str, Any]] = []
-        self._file = open(self.path, "w")
-
-    def add(self, outcome: WindowOutcome) -> None:
-        line = asdict(outcome)
-        self._lines.append(line)
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-        ordered = sorted(self._lines, key=lambda line: (line["sequence"], line["window"]))
-        _write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in ordered))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def run_serial(
-    model: torch.nn.Module,
-    jobs: list[WindowJob],
-    options: PipelineOptions,
-    settings: FinishSettings,
-    on_outcome: Callable[[WindowOutcome], None],
-    stats: ForwardStats,
-) -> None:
-    """The straightforward loop: each batch loads its frames, runs its forward pass and finishes its windows,
-    one stage after another, before the next batch starts."""
-    batch_size = options.folder_batch_size
-    for batch_idx, start in enumerate(range(0, len(jobs), batch_size)):
-        batch = jobs[start : start + batch_size]
-        for outcome in process_window_batch(model, batch, batch_idx, options, settings=settings, stats=stats):
-            on_outcome(outcome)
+    run_batch(model, loaded, config.reconstruction, stats, collect,
+              lambda job, prediction: collect(finish_window(job, prediction, settings)))
+    return [outcomes[job.window_id] for job in window_batch]
 
 
 def run_pipeline(
@@ -199,73 +188,92 @@ def run_pipeline(
     model: torch.nn.Module | None = None,
     overlapped: bool = True,
 ) -> RunSummary:
-    """Run every window under ``options.input_dir``; finished windows of earlier runs are skipped.
+    """Run this process's share of the windows under ``options.input_dir`` into ``options.output_dir``.
 
-    ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models);
-    ``overlapped=False`` runs the stages one after another (``run_serial``) instead of concurrently.
+    Windows finished earlier with the same fingerprint are skipped; windows other processes are computing are
+    left to them. ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models);
+    ``overlapped=False`` runs the stages one after another instead of concurrently.
     """
-    from .executor import run_overlapped
-
     start = time.perf_counter()
-    sequences = discover_sequences(options.input_dir, options.frame_step)
+    inputs = discover_inputs(options.input_dir, options.frame_step)
     output_dir = prepare_output_dir(options.output_dir)
     for stale in remove_stale_staging(output_dir):
         log.info("removed %s, left half-written by an interrupted run", stale)
     device = resolve_device(options.device)
-    jobs = plan_jobs(sequences, options)
-    pending = [job for job in jobs if options.overwrite or not job.folder(output_dir).exists()]
-    log.info(
-        "%d sequence(s), %d frames, %d windows (%d finished earlier, %d to do)",
-        len(sequences), sum(len(s.frames) for s in sequences), len(jobs), len(jobs) - len(pending), len(pending),
-    )
-    stats = ForwardStats()
-    outcomes: list[WindowOutcome] = []
     checkpoint = None
-    if model is None and pending:
+    if model is None:
         checkpoint = resolve_checkpoint(options.model_source)
-        log.info("loading model %s on %s", describe_source(checkpoint), device)
-        model = prepare_for_inference(load_vggt(checkpoint, device=device), compile=options.compile)
-    elif model is not None:
+        model_fingerprint = checkpoint_fingerprint(checkpoint)
+    else:
+        model_fingerprint = weights_fingerprint(model)
         device = next(model.parameters()).device
-    run_provenance = provenance(options, checkpoint)
-    manifest = Manifest(output_dir)
-    pending_ids = {id(job) for job in pending}
-    for job in jobs:
-        if id(job) not in pending_ids:
-            manifest.add(WindowOutcome.for_job(job, output_dir, "skipped", reason="finished in an earlier run"))
-    settings = FinishSettings(
-        output_dir, options.reconstruction, run_provenance,
-        colmap_text=options.colmap_text, save_depth=options.save_depth, overwrite=options.overwrite,
-    )
+    settings = run_settings(options, model_fingerprint)
+    fingerprints = Fingerprints(settings, options.input_dir)
+    plan = [replace(job, fingerprint=fingerprints.of(job)) for job in plan_jobs(inputs.sequences, options)]
 
-    def record(outcome: WindowOutcome) -> None:
-        outcomes.append(outcome)
-        manifest.add(outcome)
-        if outcome.status == "failed":
-            log.warning("window %s failed: %s", outcome.window_id, outcome.reason)
+    def mine(item_id: str) -> bool:
+        return options.shard is None or options.shard.takes(item_id)
 
-    try:
-        if pending and overlapped:
-            run_overlapped(model, pending, options, settings, record, stats=stats, progress=progress)
-        elif pending:
-            run_serial(model, pending, options, settings, record, stats)
-    finally:
-        manifest.close()
-    summary = RunSummary(
-        windows=len(jobs),
-        written=sum(o.status == "ok" for o in outcomes),
-        skipped=len(jobs) - len(pending),
-        failed=sum(o.status == "failed" for o in outcomes),
-        elapsed_s=time.perf_counter() - start,
-        device=str(device),
-        device_busy_s=stats.device_seconds,
-        forward_passes=stats.forward_passes,
-        oom_splits=stats.oom_splits,
-    )
-    _write_atomic(
-        output_dir / "summary.json",
-        json.dumps({**summary.record(), "provenance": run_provenance}, indent=2) + "\n",
-    )
-    log.info("%d windows written, %d skipped, %d failed in %.1f s", summary.written, summary.skipped,
-             summary.failed, summary.elapsed_s)
+    tally = {OK: 0, DROPPED: 0, FAILED: 0, SKIPPED: 0, CLAIMED_ELSEWHERE: 0}
+    stats = ForwardStats()
+    with RunState(output_dir) as state:
+        state.adopt_settings(settings, options.model_source, options.overwrite, PipelineOptions.describe)
+
+        def record(outcome: WindowOutcome) -> None:
+            state.record(outcome)
+            tally[outcome.status] += 1
+            if outcome.status == FAILED:
+                log.warning("%s failed: %s", outcome.window_id, outcome.reason)
+
+        if options.overwrite:
+            for folder in state.remove_unplanned(plan):
+                log.info("removed %s: the new settings do not plan it", folder)
+        state.forget_sequence_failures({failure.name for failure in inputs.failures})
+        for failure in inputs.failures:
+            if mine(failure.name):
+                record(WindowOutcome.unreadable_sequence(failure.name, failure.source, failure.reason))
+        redo_before = state.started if options.overwrite else None
+        pending = []
+        for job in filter(lambda job: mine(job.window_id), plan):
+            if state.finished(job, redo_before) is not None:
+                record(WindowOutcome.for_job(job, SKIPPED, reason="finished earlier"))
+            else:
+                pending.append(job)
+        log.info(
+            "%d sequence(s), %d frames, %d windows%s (%d finished earlier, %d to do)%s",
+            len(inputs.sequences), sum(len(s.frames) for s in inputs.sequences), len(plan),
+            f", shard {options.shard}: {len(pending) + tally[SKIPPED]}" if options.shard else "",
+            tally[SKIPPED], len(pending),
+            f"; {len(inputs.failures)} input(s) cannot be read" if inputs.failures else "",
+        )
+        if model is None and pending:
+            log.info("loading model %s on %s", describe_source(checkpoint), device)
+            model = prepare_for_inference(load_vggt(checkpoint, device=device), compile=options.compile)
+        run_provenance = provenance(options, model_fingerprint, device=str(device), run_id=state.run_id)
+        finish_settings = FinishSettings(
+            output_dir, options.reconstruction, run_provenance, colmap_text=options.colmap_text,
+            save_depth=options.save_depth, keep=options.keep, run_id=state.run_id,
+        )
+        try:
+            if pending:
+                run_windows(model, ClaimedJobs(state, pending, redo_before), options, finish_settings, record,
+                            stats=stats, overlapped=overlapped, progress=progress)
+        finally:
+            elapsed = time.perf_counter() - start
+            this_run = dict(
+                run_id=state.run_id, run_written=tally[OK], run_dropped=tally[DROPPED], run_failed=tally[FAILED],
+                skipped=tally[SKIPPED], claimed_elsewhere=tally[CLAIMED_ELSEWHERE], elapsed_s=elapsed,
+                device=str(device), device_busy_s=stats.device_seconds, forward_passes=stats.forward_passes,
+                oom_splits=stats.oom_splits,
+            )
+
+            def summarize(counts: FolderCounts) -> dict[str, Any]:
+                return {**RunSummary(**asdict(counts), **this_run).record(), "provenance": run_provenance}
+
+            counts = state.write_manifest(plan, summarize)
+    summary = RunSummary(**asdict(counts), **this_run)
+    log.info("%d windows written, %d dropped, %d failed in %.1f s by this run; %d skipped, %d claimed elsewhere; "
+             "output folder: %d written, %d failed, %d pending", summary.run_written, summary.run_dropped,
+             summary.run_failed, summary.elapsed_s, summary.skipped, summary.claimed_elsewhere, summary.written,
+             summary.failed, summary.pending)
     return summary

@@ -1,30 +1,47 @@
-"""Stage 3 in CPU worker processes: bounded, and safe against a worker that dies.
+"""Stage 3 in CPU worker processes: bounded, safe against a worker that dies, and never outliving the run.
 
 A worker that crashes (a fault in native code, the kernel's out-of-memory killer) breaks the whole process pool
 and every window in flight with it. The pool is then restarted, and the windows that were in flight run again
 one at a time in a pool of their own, so the window that crashes is found and recorded as failed while the
 others are written.
+
+Workers end with the main process however it ends (kill -9 included): on Linux the kernel kills them when it
+dies (PR_SET_PDEATHSIG), elsewhere a thread in each worker notices that its parent is gone. They ignore Ctrl-C
+(the terminal sends it to every process of the group); the main process stops them. A worker starts with SIGINT
+and SIGTERM blocked (the spawning thread blocks them, and a signal mask survives exec) until its initializer has
+set what they do: while it boots it imports pycolmap, whose glog handler would print a stack dump for SIGTERM,
+and Python would print a KeyboardInterrupt traceback for SIGINT. They never import torch: everything they
+unpickle is plain data, numpy arrays and pycolmap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
+import sys
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 import cv2
-import torch
 
 from .finish import FinishSettings, finish_window
 from .jobs import WindowJob, WindowOutcome
+from .native import quiet_native_libraries
 from .reconstruct import WindowPrediction
 
 log = logging.getLogger(__name__)
 
 CRASH_REASON = "the worker process died while reconstructing this window (a crash in native code, or out of memory)"
+PARENT_POLL_S = 1.0
+_PR_SET_PDEATHSIG = 1
+_HELD_UNTIL_READY = {signal.SIGINT, signal.SIGTERM}
 
 
 class FinishPool:
@@ -38,7 +55,7 @@ class FinishPool:
         self._num_workers = num_workers
         self._settings = settings
         self._report = report
-        self._pool = _process_pool(num_workers) if num_workers else None
+        self._pool = worker_pool(num_workers) if num_workers else None
         self._in_flight: list[tuple[WindowJob, WindowPrediction, Future, ProcessPoolExecutor]] = []
 
     def submit(self, job: WindowJob, prediction: WindowPrediction) -> None:
@@ -46,10 +63,10 @@ class FinishPool:
             self._report(finish_window(job, prediction, self._settings))
             return
         try:
-            future = self._pool.submit(finish_window, job, prediction, self._settings)
+            future = _submit(self._pool, finish_window, job, prediction, self._settings)
         except BrokenProcessPool:
             self._restart()
-            future = self._pool.submit(finish_window, job, prediction, self._settings)
+            future = _submit(self._pool, finish_window, job, prediction, self._settings)
         self._in_flight.append((job, prediction, future, self._pool))
         self._collect(keep=2 * self._num_workers)
 
@@ -57,8 +74,13 @@ class FinishPool:
         """Wait for every window in flight."""
         self._collect(keep=0)
 
-    def close(self) -> None:
-        if self._pool is not None:
+    def close(self, *, stop: bool = False) -> None:
+        """Shut the workers down: after the windows in flight, or at once with ``stop`` (the run was interrupted)."""
+        if self._pool is None:
+            return
+        if stop:
+            stop_workers(self._pool)
+        else:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _collect(self, keep: int) -> None:
@@ -82,39 +104,96 @@ class FinishPool:
 
     def _isolate(self, suspects: list[tuple[WindowJob, WindowPrediction]]) -> None:
         """Run each suspect alone in a single-worker pool: the one that kills its worker is the culprit."""
-        solo = _process_pool(1)
+        solo = worker_pool(1)
         try:
             for job, prediction in suspects:
                 try:
-                    self._report(solo.submit(finish_window, job, prediction, self._settings).result())
+                    self._report(_submit(solo, finish_window, job, prediction, self._settings).result())
                 except BrokenProcessPool:
-                    self._report(WindowOutcome.for_job(job, self._settings.output_dir, "failed", reason=CRASH_REASON))
+                    self._report(WindowOutcome.failed(job, CRASH_REASON))
                     solo.shutdown(wait=False)
-                    solo = _process_pool(1)
-        finally:
-            solo.shutdown(wait=True)
+                    solo = worker_pool(1)
+        except BaseException:
+            stop_workers(solo)
+            raise
+        solo.shutdown(wait=True)
 
     def _restart(self) -> None:
         """Replace a broken pool (its windows in flight fail with BrokenProcessPool and are isolated)."""
         self._pool.shutdown(wait=False)
-        self._pool = _process_pool(self._num_workers)
+        self._pool = worker_pool(self._num_workers)
 
 
-def _process_pool(num_workers: int) -> ProcessPoolExecutor:
-    # Spawned, not forked: the parent holds CUDA state and threads that a fork would copy half-way.
+def worker_pool(num_workers: int) -> ProcessPoolExecutor:
+    """Worker processes set up as described in the module docstring.
+
+    Spawned, not forked: the parent holds CUDA state and threads that a fork would copy half-way.
+    """
+    verbose = logging.getLogger("vae_pipeline").isEnabledFor(logging.DEBUG)
     return ProcessPoolExecutor(
-        max_workers=num_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        max_workers=num_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(), verbose),
     )
 
 
-def _init_worker() -> None:
-    """Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
-    and torch's thread pools in every worker would oversubscribe the machine many times over.
+def _submit(pool: ProcessPoolExecutor, fn: Callable, *args: object) -> Future:
+    """``pool.submit``, with SIGINT and SIGTERM held for any worker it starts (the pool starts them on demand)."""
+    with _held_signals():
+        return pool.submit(fn, *args)
 
-    pycolmap's import installs glog's failure handler for SIGTERM, which dumps a stack trace and can deadlock when
-    the signal lands inside the garbage collector; a worker told to stop (the pool replacing itself after a
-    crash, or the run ending) must simply stop.
+
+@contextlib.contextmanager
+def _held_signals():
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_UNTIL_READY)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers now, without waiting for the windows they hold."""
+    # The standard library gains ProcessPoolExecutor.terminate_workers() in Python 3.14; before that, the
+    # processes are only reachable through the executor's private table.
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _init_worker(parent_pid: int, verbose: bool) -> None:
+    """Set up one worker process (see the module docstring).
+
+    Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
+    thread pool in every worker would oversubscribe the machine many times over.
     """
+    _end_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_native_libraries(verbose)  # SIGTERM: the default again, a silent end
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_UNTIL_READY)
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told to watch it
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)

@@ -1,6 +1,6 @@
 """Write one finished window as a folder that COLMAP, nerfstudio and gsplat open as it is.
 
-Layout (DESIGN.md): ``sparse/`` (COLMAP binary model, text too on request), ``sparse/points.ply``, ``images/``
+Layout: ``sparse/`` (COLMAP binary model, text too on request), ``sparse/points.ply``, ``images/``
 (the window's frames, relative symlinks to the input files where possible), ``window_info.txt``,
 ``window.json`` and, on request, ``depth/``. The folder is assembled under a temporary name and renamed when
 complete, so a window folder that exists is always whole.
@@ -30,21 +30,21 @@ def write_window_folder(
     colmap_text: bool = False,
     depth: np.ndarray | None = None,
     depth_conf: np.ndarray | None = None,
-    overwrite: bool = False,
 ) -> None:
     """Assemble the window under a temporary sibling name, then rename it to ``folder``.
 
     The model's points go to ``sparse/points.ply`` (pycolmap's export); ``record`` is what
     ``window.json`` holds; ``frames`` (name, file) are linked into ``images/``; ``depth``/``depth_conf``
-    [S, h, w] go to ``depth/`` as float16 when given. An existing ``folder`` is replaced only with ``overwrite``.
+    [S, h, w] go to ``depth/`` as float16 when given. An existing ``folder`` (an earlier run's, made with other
+    inputs or settings) is replaced; the run state makes sure no other process is writing this window.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{_owner()}"
+    staging = folder.parent / f".{folder.name}.partial-{owner()}"
     if staging.exists():
         shutil.rmtree(staging)
     try:
         _fill(staging, reconstruction, frames, record, colmap_text, depth, depth_conf)
-        _publish(staging, folder, overwrite)
+        _publish(staging, folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -92,11 +92,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _publish(staging: Path, folder: Path, overwrite: bool) -> None:
+def _publish(staging: Path, folder: Path) -> None:
     if folder.exists():
-        if not overwrite:
-            raise FileExistsError(f"{folder} exists; pass --overwrite to replace finished windows")
-        retired = folder.parent / f".{folder.name}.old-{_owner()}"
+        retired = folder.parent / f".{folder.name}.old-{owner()}"
         os.replace(folder, retired)
         os.replace(staging, folder)
         shutil.rmtree(retired, ignore_errors=True)
@@ -104,15 +102,26 @@ def _publish(staging: Path, folder: Path, overwrite: bool) -> None:
         os.replace(staging, folder)
 
 
-def _owner() -> str:
-    """Who is assembling a folder: this machine and process (several machines may share an output folder)."""
+def remove_window_folder(folder: Path) -> None:
+    """Remove a finished window's folder (renamed away first, so no reader ever sees it half-deleted)."""
+    if folder.exists():
+        retired = folder.parent / f".{folder.name}.old-{owner()}"
+        os.replace(folder, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def owner() -> str:
+    """Who is assembling a file or folder: this machine and process (several machines may share an output
+    folder). Temporary names end in ``.partial-<owner>`` or ``.old-<owner>`` so a later run can tell whose they
+    are and remove them once that process is gone."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-_STAGING = re.compile(r"^\..+\.(partial|old)-(?P<host>.+)-(?P<pid>\d+)$")
+_TEMPORARY = re.compile(r"^\..+\.(partial|old)-(?P<host>.+)-(?P<pid>\d+)$")
+_WINDOW_FOLDER = re.compile(r"^window_\d+$")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -123,17 +132,25 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_staging(output_dir: Path) -> list[Path]:
-    """Delete window folders that a crashed run on this machine left half-assembled; returns what was removed.
+    """Delete what processes on this machine that are gone left half-written: window folders being assembled or
+    retired, frames being written once per sequence, run-state files being replaced. Returns what was removed.
 
-    Folders being assembled by a live process, or by another machine, are left alone.
+    Anything of a live process, or of another machine, is left alone. Finished window folders are not searched.
     """
     host = socket.gethostname()
     removed = []
-    for path in sorted(output_dir.rglob(".*")):
-        match = _STAGING.match(path.name)
-        if match and path.is_dir() and match["host"] == host and not _alive(int(match["pid"])):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    for folder, subfolders, files in os.walk(output_dir):
+        subfolders[:] = [name for name in subfolders if not _WINDOW_FOLDER.match(name)]
+        for name in sorted([*subfolders, *files]):
+            match = _TEMPORARY.match(name)
+            if match and match["host"] == host and not pid_alive(int(match["pid"])):
+                path = Path(folder) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        subfolders[:] = [name for name in subfolders if (Path(folder) / name).exists()]
     return removed
 
 

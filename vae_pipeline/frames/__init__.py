@@ -1,4 +1,9 @@
-"""Frames: find sequences on disk, decode each frame once, and prepare model input."""
+"""Frames: find sequences on disk, decode each frame once, and prepare model input.
+
+The model-input half (``preprocess``) needs torch and is imported on first use: CPU worker processes unpickle
+``Sequence`` and ``Frame`` from this package, and importing torch would cost each of them seconds and hundreds of
+megabytes for nothing.
+"""
 
 from .decode import (
     FrameError,
@@ -15,21 +20,33 @@ from .discover import (
     Frame,
     InputError,
     Sequence,
+    SequenceFailure,
     count_video_frames,
+    discover_inputs,
     discover_sequences,
     natural_key,
     video_frame_name,
 )
-from .preprocess import (
-    MODEL_IMAGE_SIZE,
-    PATCH_SIZE,
-    RESIZE_MODES,
-    SQUARE_LOAD_SIZE,
-    PreparedFrame,
-    model_input_size,
-    prepare_frame,
-    stack_frames,
+
+_PREPROCESS_NAMES = (
+    "MODEL_IMAGE_SIZE",
+    "PATCH_SIZE",
+    "RESIZE_MODES",
+    "SQUARE_LOAD_SIZE",
+    "PreparedFrame",
+    "model_input_size",
+    "prepare_frame",
+    "stack_frames",
 )
+
+
+def __getattr__(name: str):
+    if name in _PREPROCESS_NAMES:
+        from . import preprocess
+
+        return getattr(preprocess, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -45,8 +62,10 @@ __all__ = [
     "InputError",
     "PreparedFrame",
     "Sequence",
+    "SequenceFailure",
     "count_video_frames",
     "decode_image",
+    "discover_inputs",
     "discover_sequences",
     "image_size",
     "model_input_size",

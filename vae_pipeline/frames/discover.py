@@ -53,6 +53,24 @@ class Sequence:
         return len(self.frames)
 
 
+@dataclass(frozen=True)
+class SequenceFailure:
+    """An input that looks like a sequence but cannot be read (a video that does not open or decode, a folder
+    that cannot be listed); ``reason`` names the file and what is wrong."""
+
+    name: str
+    source: Path
+    reason: str
+
+
+@dataclass
+class Inputs:
+    """What ``discover_inputs`` found: the readable sequences and the inputs that could not be read."""
+
+    sequences: list[Sequence]
+    failures: list[SequenceFailure]
+
+
 def natural_key(name: str) -> tuple:
     """Sort key under which ``frame2`` precedes ``frame10``, ignoring letter case.
 
@@ -130,7 +148,7 @@ def _relative_name(path: Path, root: Path) -> str:
     return relative if relative != "." else ROOT_SEQUENCE_NAME
 
 
-def _visit(folder: Path, root: Path, frame_step: int, sequences: list[Sequence], visited: set[Path]) -> None:
+def _visit(folder: Path, root: Path, frame_step: int, found: Inputs, visited: set[Path]) -> None:
     resolved = folder.resolve()
     if resolved in visited:
         return
@@ -138,17 +156,25 @@ def _visit(folder: Path, root: Path, frame_step: int, sequences: list[Sequence],
     try:
         listing = list(folder.iterdir())
     except OSError as exc:
-        raise InputError(f"cannot list folder {folder}: {exc.strerror or exc}") from exc
+        reason = f"cannot list folder {folder}: {exc.strerror or exc}"
+        if folder == root:
+            raise InputError(reason) from exc
+        found.failures.append(SequenceFailure(_relative_name(folder, root), folder, reason))
+        return
     entries = sorted((entry for entry in listing if not _is_hidden(entry)), key=lambda entry: natural_key(entry.name))
     images = [entry for entry in entries if entry.is_file() and _has_suffix(entry, IMAGE_EXTENSIONS)]
     if images:
         frames = [Frame(path.name, path) for path in images[::frame_step]]
-        sequences.append(Sequence(_relative_name(folder, root), folder, frames, is_video=False))
+        found.sequences.append(Sequence(_relative_name(folder, root), folder, frames, is_video=False))
     for entry in entries:
         if entry.is_file() and _has_suffix(entry, VIDEO_EXTENSIONS):
-            sequences.append(_video_sequence(entry, _relative_name(entry.with_suffix(""), root), frame_step))
+            name = _relative_name(entry.with_suffix(""), root)
+            try:
+                found.sequences.append(_video_sequence(entry, name, frame_step))
+            except InputError as exc:
+                found.failures.append(SequenceFailure(name, entry, str(exc)))
         elif entry.is_dir():
-            _visit(entry, root, frame_step, sequences, visited)
+            _visit(entry, root, frame_step, found, visited)
 
 
 def _check_unique_names(sequences: list[Sequence]) -> None:
@@ -162,16 +188,17 @@ def _check_unique_names(sequences: list[Sequence]) -> None:
         sources[sequence.name] = sequence.source
 
 
-def discover_sequences(input_dir: Path, frame_step: int = 1) -> list[Sequence]:
-    """All frame sequences under ``input_dir``, in natural order of their paths.
+def discover_inputs(input_dir: Path, frame_step: int = 1) -> Inputs:
+    """All frame sequences under ``input_dir`` in natural order of their paths, and the inputs that cannot be read.
 
     Images (``IMAGE_EXTENSIONS``, any letter case) directly inside a folder form one sequence; each video
     (``VIDEO_EXTENSIONS``) is one sequence; sub-folders are searched recursively. Hidden files and folders
-    (dot-names) are ignored. ``frame_step`` keeps frames 0, N, 2N, ... of every sequence.
+    (dot-names) are ignored. ``frame_step`` keeps frames 0, N, 2N, ... of every sequence. A video that cannot be
+    opened or decoded, or a sub-folder that cannot be listed, is a ``SequenceFailure``; the others are found.
 
     Raises:
-        InputError: missing or non-folder input, unreadable video, two inputs with the same sequence name
-            (``clip/`` beside ``clip.mp4``), or no frames at all.
+        InputError: missing, unlistable or non-folder input, two inputs with the same sequence name (``clip/``
+            beside ``clip.mp4``), or nothing that looks like frames at all.
     """
     _check_frame_step(frame_step)
     input_dir = Path(input_dir)
@@ -179,11 +206,18 @@ def discover_sequences(input_dir: Path, frame_step: int = 1) -> list[Sequence]:
         raise InputError(f"input folder {input_dir} does not exist")
     if not input_dir.is_dir():
         raise InputError(f"input {input_dir} is not a folder")
-    sequences: list[Sequence] = []
-    _visit(input_dir, input_dir, frame_step, sequences, visited=set())
-    if not sequences:
+    found = Inputs([], [])
+    _visit(input_dir, input_dir, frame_step, found, visited=set())
+    if not found.sequences and not found.failures:
         looked_for = " ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
         raise InputError(f"no frames found in {input_dir} (looked recursively for {looked_for}, any letter case)")
-    _check_unique_names(sequences)
-    return sequences
+    _check_unique_names(found.sequences)
+    return found
 
+
+def discover_sequences(input_dir: Path, frame_step: int = 1) -> list[Sequence]:
+    """The sequences of ``discover_inputs``; an input that cannot be read is an ``InputError`` here."""
+    found = discover_inputs(input_dir, frame_step)
+    if found.failures:
+        raise InputError(found.failures[0].reason)
+    return found.sequences

@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import pycolmap
 
+from ..declare import at_least, positive, setting, within
+from .tracking import TRACKERS
+
 CAMERA_TYPES = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
 
 
@@ -88,20 +91,44 @@ class ReconstructionOptions:
     batch it ran in.
     """
 
-    use_ba: bool = True
-    max_reproj_error: float = 8.0
-    shared_camera: bool = True
-    camera_type: str = "SIMPLE_PINHOLE"
-    vis_thresh: float = 0.2
-    query_frame_num: int = 8
-    max_query_pts: int = 4096
-    fine_tracking: bool = True
-    conf_thres_value: float = 5.0
-    max_points: int = 100000
-    tracker: str = "sift"
-    seed: int = 42
-    min_track_length: int = 2
-    window_id: str = ""
+    use_ba: bool = setting(
+        True, affects_output=True,
+        help="Track points and bundle-adjust each window; off: export confident depth points.")
+    max_reproj_error: float = setting(
+        8.0, affects_output=True, check=positive,
+        help="Observations farther than this from their projection (pixels of the original frames) are dropped.")
+    shared_camera: bool = setting(
+        True, affects_output=True, help="One camera (intrinsics) for all frames of a window.")
+    camera_type: str = setting(
+        "SIMPLE_PINHOLE", affects_output=True, choices=CAMERA_TYPES,
+        help="COLMAP camera model refined by bundle adjustment.")
+    vis_thresh: float = setting(
+        0.2, affects_output=True, check=within(0, 1),
+        help="Track observations with visibility below this are ignored.")
+    query_frame_num: int = setting(
+        8, affects_output=True, check=at_least(1), help="Frames of each window on which track query points are picked.")
+    max_query_pts: int = setting(
+        4096, affects_output=True, check=at_least(1), help="Most query points per query frame.")
+    fine_tracking: bool = setting(
+        True, affects_output=True, help="Refine tracks to sub-pixel accuracy (slower).")
+    conf_thres_value: float = setting(
+        5.0, affects_output=True, check=at_least(0),
+        help="Without bundle adjustment: keep depth points whose confidence is at least this.")
+    max_points: int = setting(
+        100000, affects_output=True, check=at_least(1),
+        help="Without bundle adjustment: most points per window (seeded random subset).")
+    tracker: str = setting(
+        "sift", affects_output=True, choices=(*TRACKERS, "vggt"),
+        help="Point tracker for bundle adjustment: sift (SIFT matched across every pair of frames) or klt "
+        "(pyramidal Lucas-Kanade), both weight-free on the CPU, or vggt: VGGT's own track head on the GPU.")
+    seed: int = setting(
+        42, affects_output=True,
+        help="Seed of every random choice; each window derives its own from it and its name.")
+    min_track_length: int = setting(
+        2, affects_output=True, cli=False, help="Points seen in fewer frames are dropped.")
+    window_id: str = setting(
+        "", affects_output=False, cli=False,
+        help="The window being reconstructed, set per window: part of its identity, not a setting of the run.")
 
     def validate(self) -> None:
         if self.camera_type not in CAMERA_TYPES:
