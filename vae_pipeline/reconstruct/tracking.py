@@ -185,32 +185,34 @@ def track_klt(images: np.ndarray, boxes: np.ndarray, query_frames: list[int], ma
 
 @dataclass
 class Features:
-    """Keypoints of one frame: xy [N, 2] OpenCV model pixels and RootSIFT descriptors [N, 128] (unit length)."""
+    """Keypoints of one frame: RootSIFT descriptors [K, 128] (unit length), each at ``xy[position[k]]``.
+
+    SIFT gives a keypoint one descriptor per dominant orientation, and two views of a point need not agree on
+    which orientation is the strongest, so every descriptor takes part in matching; but a track observes one
+    position once, so tracks are built over the N distinct positions xy [N, 2] (OpenCV model pixels).
+    """
 
     xy: np.ndarray
+    position: np.ndarray
     descriptors: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.xy)
+        return len(self.descriptors)
 
 
 def sift_features(gray: np.ndarray, box: np.ndarray, max_points: int) -> Features:
-    """Up to ``max_points`` SIFT keypoints inside ``box`` (left, top, right, bottom), strongest first, with
-    RootSIFT descriptors (L1-normalised, square-rooted: comparing them by dot product is the Hellinger kernel,
-    which matches better than plain SIFT's Euclidean distance)."""
+    """The strongest SIFT keypoints inside ``box`` (left, top, right, bottom), at most ``max_points`` distinct
+    positions, with RootSIFT descriptors (L1-normalised, square-rooted: comparing them by dot product is the
+    Hellinger kernel, which matches better than plain SIFT's Euclidean distance)."""
     keypoints, descriptors = cv2.SIFT_create(nfeatures=max_points).detectAndCompute(gray, None)
     if descriptors is None:
-        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
+        return Features(np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros((0, 128), np.float32))
     xy = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
-    # SIFT gives a keypoint one descriptor per dominant orientation: keep one per position (the strongest, as
-    # OpenCV returns them by response), or one pixel would observe several points.
-    _, first = np.unique(np.round(xy, 2), axis=0, return_index=True)
-    keep = np.zeros(len(xy), dtype=bool)
-    keep[first] = True
-    keep &= _inside(xy, box, CORNER_BLOCK_SIZE)
+    keep = _inside(xy, box, CORNER_BLOCK_SIZE)
     descriptors = descriptors[keep]
     descriptors /= np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-12)
-    return Features(xy[keep], np.sqrt(descriptors).astype(np.float32))
+    positions, position = np.unique(np.round(xy[keep], 3), axis=0, return_inverse=True)
+    return Features(positions, position.reshape(-1), np.sqrt(descriptors).astype(np.float32))
 
 
 def mutual_matches(first: Features, second: Features) -> np.ndarray:
@@ -266,14 +268,16 @@ def epipolar_inliers(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def tracks_from_matches(features: list[Features], matches: dict[tuple[int, int], np.ndarray]) -> Tracks:
-    """Tracks as the connected components of the match graph (keypoints are nodes, verified matches edges).
+    """Tracks as the connected components of the match graph: the nodes are the keypoint positions of every
+    frame, the edges the verified matches (descriptor index pairs per frame pair).
 
-    A component that holds two keypoints of one frame joins different points somewhere (a wrong match); it is
+    A component that holds two positions of one frame joins different points somewhere (a wrong match); it is
     dropped rather than guessed apart. A track's query frame is its first frame.
     """
     num_frames = len(features)
-    offsets = np.concatenate([[0], np.cumsum([len(f) for f in features])])
-    edges = [np.stack([pairs[:, 0] + offsets[a], pairs[:, 1] + offsets[b]], axis=1)
+    offsets = np.concatenate([[0], np.cumsum([len(f.xy) for f in features])])
+    edges = [np.stack([features[a].position[pairs[:, 0]] + offsets[a],
+                       features[b].position[pairs[:, 1]] + offsets[b]], axis=1)
              for (a, b), pairs in matches.items() if len(pairs)]
     if not edges:
         return _concatenate([], num_frames)
@@ -289,8 +293,8 @@ def tracks_from_matches(features: list[Features], matches: dict[tuple[int, int],
     consistent = (per_frame <= 1).all(axis=1)
     xy = np.zeros((num_frames, len(component), 2))
     vis = np.zeros((num_frames, len(component)))
-    keypoints = np.concatenate([f.xy for f in features])
-    xy[frame_of, track] = keypoints[nodes]
+    positions = np.concatenate([f.xy for f in features])
+    xy[frame_of, track] = positions[nodes]
     vis[frame_of, track] = 1.0
     xy, vis = xy[:, consistent], vis[:, consistent]
     return Tracks(xy, vis, np.argmax(vis > 0, axis=0).astype(np.int64))
@@ -307,7 +311,8 @@ def track_sift(images: np.ndarray, boxes: np.ndarray, query_frames: list[int], m
             if a not in queries and b not in queries:
                 continue
             pairs = mutual_matches(features[a], features[b])
-            verified = epipolar_inliers(features[a].xy[pairs[:, 0]], features[b].xy[pairs[:, 1]])
+            verified = epipolar_inliers(features[a].xy[features[a].position[pairs[:, 0]]],
+                                        features[b].xy[features[b].position[pairs[:, 1]]])
             if verified.sum() >= MIN_MATCHES_FOR_GEOMETRY:
                 matches[(a, b)] = pairs[verified]
     return tracks_from_matches(features, matches)
