@@ -48,10 +48,10 @@ class GroundTruthWindow:
         return WindowJob(sequence, self.window, self.window // window_batch_size, tuple(range(len(frames))))
 
     def finish(self, output_dir: Path, options: ReconstructionOptions, window_batch_size: int = 4,
-               provenance: dict | None = None) -> WindowOutcome:
+               provenance: dict | None = None, keep: str = "poor") -> WindowOutcome:
         """Reconstruct the window and write its folder under ``output_dir`` as the pipeline's CPU workers do
-        (``finish_window``); the outcome is its manifest line."""
-        settings = FinishSettings(output_dir, options, provenance or {})
+        (``finish_window``, with ``--keep``); the outcome is its manifest line."""
+        settings = FinishSettings(output_dir, options, provenance or {}, keep=keep)
         return finish_window(self.job(window_batch_size), self.prediction, settings)
 
 

@@ -111,7 +111,7 @@ class ReportTestCase(unittest.TestCase):
         windows = gt_windows(TESTDATA / "scene_forward", window_size=4, stride=4)
         with open(cls.output / "manifest.jsonl", "a") as manifest:
             for window, use_ba in zip(windows, (True, True, False)):
-                outcome = window.finish(cls.output, ReconstructionOptions(use_ba=use_ba))
+                outcome = window.finish(cls.output, ReconstructionOptions(use_ba=use_ba), keep="all")
                 manifest.write(json.dumps(dataclasses.asdict(outcome)) + "\n")
         cls.lines = manifest_lines(cls.output)
 
