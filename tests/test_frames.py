@@ -28,6 +28,7 @@ from vae_pipeline.frames import (  # noqa: E402
     prepare_frame,
     sequence_frame_sizes,
     stack_frames,
+    conform_frames,
 )
 from vae_pipeline.windows import create_windows  # noqa: E402
 
@@ -495,6 +496,28 @@ class PreprocessTest(unittest.TestCase):
             prepare_frame(np.zeros((10, 10, 3), np.float32))
         with self.assertRaises(ValueError):
             prepare_frame(np.zeros((10, 10, 3), np.uint8), "crop")
+
+    def test_tiny_frames_are_refused(self):
+        with self.assertRaisesRegex(ValueError, "1x1 pixels, too small"):
+            prepare_frame(np.zeros((1, 1, 3), np.uint8))
+
+    def test_a_frame_of_another_orientation_is_fitted_with_an_exact_mapping(self):
+        # Two landscape frames and one portrait frame with a bright dot: the portrait one is fitted into the
+        # landscape model size, and its mapping still sends the dot back to where it is in its own pixels.
+        landscape = [prepare_frame(np.full((60, 100, 3), 90, np.uint8), target_size=140) for _ in range(2)]
+        centre = (31.0, 62.0)
+        portrait = prepare_frame(bright_dot((80, 120), centre, 3.0), target_size=140)
+        frames = conform_frames([landscape[0], portrait, landscape[1]])
+        self.assertEqual({frame.model_size for frame in frames}, {landscape[0].model_size})
+        self.assertIs(frames[0], landscape[0])
+        fitted = frames[1]
+        self.assertEqual(fitted.original_size, (80, 120))
+        sx, sy, ox, oy = fitted.model_to_original
+        x_model, y_model = centroid(fitted.image_u8)
+        self.assertLess(abs(sx * x_model + ox - centre[0]), 0.15 * sx)
+        self.assertLess(abs(sy * y_model + oy - centre[1]), 0.15 * sy)
+        self.assertTrue(torch.equal(fitted.tensor, torch.from_numpy(fitted.image_u8).permute(2, 0, 1) / 255.0))
+        self.assertEqual(stack_frames(frames).shape[0], 3)
 
     def test_stack_frames(self):
         frames = [prepare_frame(np.full((60, 100, 3), v, np.uint8), target_size=140) for v in (0, 128, 255)]

@@ -314,6 +314,22 @@ class InputTest(PipelineTestCase):
                                  (224, 168, 3))
         self.assertEqual(len(list((out / "frames").iterdir())), 6)
 
+    def test_one_frame_of_another_orientation_gets_its_own_exact_camera(self) -> None:
+        folder = self.frames_copy("one_rotated", 6)
+        odd = sorted(folder.iterdir())[2]
+        image = Image.open(odd)
+        exif = image.getexif()
+        exif[0x0112] = 6  # shown rotated: a portrait frame among landscape ones
+        image.save(odd, exif=exif)
+        out = self.output("one_rotated_out")
+        self.run_ok(folder, out, "--window-size", "4", "--window-stride", "2")
+        for window in ("batch_000/window_000", "batch_000/window_001"):
+            model = pycolmap.Reconstruction(str(out / window / "sparse"))
+            sizes = {image.name: (model.cameras[image.camera_id].width, model.cameras[image.camera_id].height)
+                     for image in model.images.values()}
+            self.assertEqual(sizes.pop(odd.name), (168, 224))
+            self.assertEqual(set(sizes.values()), {(224, 168)})
+
     def test_video_with_frame_step(self) -> None:
         videos = self.tmp / "videos"
         shutil.rmtree(videos, ignore_errors=True)

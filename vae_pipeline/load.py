@@ -17,7 +17,16 @@ import torch
 from PIL import Image
 
 from .export.window_folder import owner
-from .frames import Frame, FrameSource, PreparedFrame, Sequence, needs_normalized_copy, prepare_frame, stack_frames
+from .frames import (
+    Frame,
+    FrameSource,
+    PreparedFrame,
+    Sequence,
+    conform_frames,
+    needs_normalized_copy,
+    prepare_frame,
+    stack_frames,
+)
 from .jobs import WindowFailure, WindowJob, WindowOutcome, describe_error, frame_copies_dir
 
 
@@ -68,11 +77,8 @@ class FrameStore:
                     raise WindowFailure(f"cannot read frame {path}: {describe_error(exc)}") from exc
         finally:
             self._release(job, source)
-        try:
-            pixels = stack_frames(frames)
-        except ValueError as exc:
-            raise WindowFailure(str(exc)) from None
-        return WindowInputs(job=job, frames=frames, pixels=pixels)
+        frames = conform_frames(frames)
+        return WindowInputs(job=job, frames=frames, pixels=stack_frames(frames))
 
     def skip(self, job: WindowJob) -> None:
         """``job`` will not be loaded here (finished, or claimed by another process): its frames need not wait."""

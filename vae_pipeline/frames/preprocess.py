@@ -28,6 +28,9 @@ RESIZE_MODES = ("aspect", "square")
 MODEL_IMAGE_SIZE = 518
 PATCH_SIZE = 14
 SQUARE_LOAD_SIZE = 1024
+# A frame smaller than this on either side carries no content worth a camera (a 1x1 placeholder, a corrupt
+# thumbnail); it fails its windows with its name rather than be blown up to the model's size.
+MIN_FRAME_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -133,16 +136,50 @@ def prepare_frame(image: np.ndarray, mode: str = "aspect", target_size: int = MO
     _check_target(target_size)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB frame, got {image.dtype} {list(image.shape)}")
+    height, width = image.shape[:2]
+    if min(width, height) < MIN_FRAME_SIDE:
+        raise ValueError(f"the frame is {width}x{height} pixels, too small to carry content "
+                         f"(at least {MIN_FRAME_SIDE} on each side)")
     if mode == "square":
         return _prepare_square(image, target_size)
     return _prepare_aspect(image, target_size)
+
+
+def conform_frames(frames: Sequence[PreparedFrame]) -> list[PreparedFrame]:
+    """The frames of one window at one model input size: the size most of them have (the first frame's on a
+    tie). A frame of another size or orientation (a rotated photo among landscape frames, a different camera) is
+    scaled to fit that size, keeping its shape, and centred on black, like the square mode's padding; its
+    ``model_to_original`` then maps the fitted image to its own pixels, so its camera stays exact."""
+    sizes = [frame.model_size for frame in frames]
+    target = max(sizes, key=lambda size: (sizes.count(size), -sizes.index(size)))
+    return [frame if frame.model_size == target else _fit(frame, target) for frame in frames]
+
+
+def _fit(frame: PreparedFrame, size: tuple[int, int]) -> PreparedFrame:
+    width, height = size
+    old_width, old_height = frame.model_size
+    scale = min(width / old_width, height / old_height)
+    content = (max(1, round(old_width * scale)), max(1, round(old_height * scale)))
+    left, top = (width - content[0]) // 2, (height - content[1]) // 2
+    canvas = Image.new("RGB", size, (0, 0, 0))
+    canvas.paste(Image.fromarray(frame.image_u8).resize(content, Image.Resampling.BICUBIC), (left, top))
+    image_u8 = np.array(canvas)
+    # Fitted model pixel -> previous model pixel -> original pixel (COLMAP pixel edges, so no half-pixel terms).
+    step_x, step_y = old_width / content[0], old_height / content[1]
+    sx, sy, ox, oy = frame.model_to_original
+    return PreparedFrame(
+        tensor=_u8_to_tensor(image_u8),
+        image_u8=image_u8,
+        original_size=frame.original_size,
+        model_to_original=(sx * step_x, sy * step_y, ox - sx * step_x * left, oy - sy * step_y * top),
+    )
 
 
 def stack_frames(frames: Sequence[PreparedFrame]) -> torch.Tensor:
     """Stack one window's frames into the model input [S, 3, h, w].
 
     Raises:
-        ValueError: no frames, or frames of different model sizes (group windows with ``model_input_size``).
+        ValueError: no frames, or frames of different model sizes (``conform_frames`` brings them to one).
     """
     if not frames:
         raise ValueError("cannot stack an empty window")
