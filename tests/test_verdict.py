@@ -174,6 +174,15 @@ def _failing_tracker(images, boxes, query_frames, max_query_pts, fine):
     raise AssertionError("OpenCV accepted five points")
 
 
+def _pycolmap_check_tracker(images, boxes, query_frames, max_query_pts, fine):
+    """Makes pycolmap fail one of its internal checks: an image whose camera does not exist."""
+    import pycolmap
+
+    image = pycolmap.Image(name="x.png", keypoints=np.zeros((0, 2)), camera_id=5, image_id=1)
+    pycolmap.Reconstruction().add_image_with_trivial_frame(image, pycolmap.Rigid3d())
+    raise AssertionError("pycolmap accepted an image without its camera")
+
+
 def _broken_tracker(images, boxes, query_frames, max_query_pts, fine):
     return None.xy  # a programming error
 
@@ -186,9 +195,10 @@ class LibraryErrorsTest(unittest.TestCase):
         cls.prediction.depth_conf = np.full_like(cls.prediction.depth, 10.0)
 
     def setUp(self):
-        tracking.TRACKERS.update(opencv_failure=_failing_tracker, broken=_broken_tracker)
-        self.addCleanup(tracking.TRACKERS.pop, "opencv_failure")
-        self.addCleanup(tracking.TRACKERS.pop, "broken")
+        extra = dict(opencv_failure=_failing_tracker, pycolmap_check=_pycolmap_check_tracker, broken=_broken_tracker)
+        tracking.TRACKERS.update(extra)
+        for name in extra:
+            self.addCleanup(tracking.TRACKERS.pop, name)
 
     def test_an_opencv_error_falls_back_with_its_reason(self):
         result = reconstruct_window(self.prediction, ReconstructionOptions(tracker="opencv_failure"))
@@ -196,6 +206,12 @@ class LibraryErrorsTest(unittest.TestCase):
         self.assertIn("error", result.report.ba_reason)
         self.assertEqual(result.report.verdict, "poor")
         self.assertGreater(result.reconstruction.num_points3D(), 0)
+
+    def test_a_failed_pycolmap_check_falls_back_with_its_reason(self):
+        result = reconstruct_window(self.prediction, ReconstructionOptions(tracker="pycolmap_check"))
+        self.assertEqual(result.report.ba, "failed")
+        self.assertIn("Check failed", result.report.ba_reason)
+        self.assertEqual(result.report.verdict, "poor")
 
     def test_a_programming_error_surfaces(self):
         with self.assertRaises(AttributeError):

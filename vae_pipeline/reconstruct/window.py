@@ -26,8 +26,14 @@ from .types import ReconstructionOptions, ReconstructionReport, ReconstructionRe
 GIVEN_TRACKER = "vggt"
 # What the numerical libraries raise when the data defeats them (a degenerate pair of frames, a singular system,
 # a solver giving up, BundleAdjustmentError among the RuntimeErrors): the window falls back to the feed-forward
-# model with the reason. Anything else is a programming error and surfaces.
+# model with the reason. pycolmap reports a failed internal check as a ValueError whose message says so.
+# Anything else is a programming error and surfaces.
 NUMERICAL_FAILURES = (cv2.error, np.linalg.LinAlgError, FloatingPointError, RuntimeError)
+PYCOLMAP_CHECK = "Check failed"
+
+
+def is_library_failure(error: BaseException) -> bool:
+    return isinstance(error, NUMERICAL_FAILURES) or (isinstance(error, ValueError) and PYCOLMAP_CHECK in str(error))
 
 
 def window_rng(options: ReconstructionOptions, purpose: str) -> np.random.Generator:
@@ -169,7 +175,9 @@ def reconstruct_window(
         try:
             model, reconstruction = _bundle_adjusted(prediction, mapping, options, report)
             report.ba = "ok"
-        except NUMERICAL_FAILURES as error:
+        except (*NUMERICAL_FAILURES, ValueError) as error:
+            if not is_library_failure(error):
+                raise
             report.ba = "failed"
             report.ba_reason = _describe(error)
     if report.ba != "ok":
