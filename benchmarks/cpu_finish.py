@@ -13,7 +13,11 @@ one thread), their ratio, our BA outcome and verdict, and against ground truth t
 rotation error over all frame pairs and the largest camera-centre error after a similarity alignment, as a share
 of the window's extent.
 
-    python benchmarks/cpu_finish.py --data ../shared/data [--json results.json] [--no-colmap]
+    python benchmarks/cpu_finish.py --data DATA [--json results.json] [--no-colmap]
+
+DATA holds the sequences as folders named as in GT_SEQUENCES (TUM RGB-D fr3 office at 1 Hz, Middlebury temple
+ring, Strecha fountain), each with ``images/`` beside ``gt/poses.txt`` and ``gt/intrinsics.txt`` (the layout of
+docs/formats.md, "Ground truth"); by default the ``shared/data`` folder beside the repository.
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ def run_colmap(window: GroundTruthWindow, work: Path) -> tuple[float, dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
-                        help="Folder of sequences with images/ and gt/ (default: ../shared/data).")
+                        help="Folder of sequences with images/ and gt/ (default: shared/data beside the repository).")
     parser.add_argument("--sequences", nargs="*", default=None,
                         help=f"Sequence folders to use (default: every one with gt/: {', '.join(GT_SEQUENCES)}).")
     parser.add_argument("--tracker", default=None, help="Override the default tracker.")

@@ -27,7 +27,7 @@ textured room with boxes, spheres and a slanted panel; Lambertian, fixed light, 
 |---|---|---|---|---|
 {rows}
 
-Each folder has the layout of `../shared/data/<name>/`:
+Each folder has the ground-truth layout the evaluation reads (`docs/formats.md`, "Ground truth"):
 - `images/NNNN.png`: RGB frames in capture order.
 - `gt/poses.txt`: `image_name qw qx qy qz tx ty tz`, COLMAP convention: world-to-camera, x_cam = R(q) x_world + t,
   OpenCV camera axes (x right, y down, z forward). World z is up, the floor is z = 0, units are arbitrary.

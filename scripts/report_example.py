@@ -9,7 +9,7 @@ own code:
   adjustment, verdict, export), also every third frame of ``tum_fr3_office_1hz`` (wide baselines);
 then evaluated against the ground truth and reported.
 
-    python scripts/report_example.py --data ../shared/data --output-dir /tmp/example
+    python scripts/report_example.py --data DATA --output-dir /tmp/example
     chromium --headless --screenshot=docs/report.png --window-size=1280,1500 /tmp/example/report/index.html
 
 Run from the repository root; the screenshot is then reduced to a palette to stay small.
@@ -44,7 +44,8 @@ DAMAGED_FRAME = 7
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
-                        help="folder of real sequences (default: ../shared/data)")
+                        help="folder of the real sequences named above, each images/ beside gt/ as docs/formats.md describes "
+                        "(default: shared/data beside the repository)")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.output_dir.exists():

@@ -1,11 +1,12 @@
 """Keep native libraries' logs and crash reports off the terminal unless asked for (``-v``).
 
-pycolmap's import starts glog, which logs solver chatter (its own and Ceres') to stderr and installs a failure
-handler that prints a stack dump on SIGTERM and on crash signals. A worker that the pool stops, or the main
-process that a scheduler stops, must simply stop; a worker that crashes is reported as a failed window with its
-reason, and the dump is only noise for users (``-v`` keeps it for debugging crashes). OpenCV's FFmpeg backend
-prints its own complaints about files it cannot read (``moov atom not found``); the pipeline reports those
-inputs itself, naming the file.
+pycolmap's import starts glog, which logs solver chatter to stderr (its own and Ceres', such as "Linear solver
+failure" or "Bundle adjustment failed" for a window that cannot be solved) and installs a failure handler that
+prints a stack dump on SIGTERM and on crash signals. A worker that the pool stops, or the main process that a
+scheduler stops, must simply stop; a worker that crashes is reported as a failed window with its reason, and the
+dump is only noise for users (``-v`` keeps it for debugging crashes). OpenCV's FFmpeg backend prints its own
+complaints about files it cannot read (``moov atom not found``); the pipeline reports those inputs itself, naming
+the file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import signal
 
 # Signals glog's failure handler takes over.
 _CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS)
-_GLOG_ERROR = 2
+# glog's levels are INFO 0, WARNING 1, ERROR 2, FATAL 3. Quiet keeps only FATAL (the process is about to end):
+# what pycolmap and Ceres log as errors are windows the solver gives up on, which the pipeline records itself, with
+# the window and the reason, in the manifest.
+_GLOG_QUIET = 3
 _FFMPEG_QUIET = -8  # AV_LOG_QUIET
 
 
@@ -27,12 +31,12 @@ def quiet_native_libraries(verbose: bool = False) -> None:
     """
     if not verbose:
         # glog reads its flags from the environment when the library loads, so this covers what the import logs.
-        os.environ.setdefault("GLOG_minloglevel", str(_GLOG_ERROR))
+        os.environ.setdefault("GLOG_minloglevel", str(_GLOG_QUIET))
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(_FFMPEG_QUIET))
     import pycolmap
 
     if not verbose:
-        pycolmap.logging.minloglevel = _GLOG_ERROR
+        pycolmap.logging.minloglevel = _GLOG_QUIET
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not verbose:
         for signum in _CRASH_SIGNALS:

@@ -516,7 +516,7 @@ def _quaternion_to_rotation(quaternion: np.ndarray) -> np.ndarray:
 
 
 def write_scene(scene: SyntheticScene, folder: Path, names: list[str] | None = None) -> list[Path]:
-    """Write frames and ground truth in the layout of ``shared/data/<name>``; returns the image paths.
+    """Write frames and ground truth in the layout the evaluation reads (docs/formats.md); returns the image paths.
 
     folder/images/<name> (default names 0000.png, 0001.png, ...), folder/gt/poses.txt
     (``image_name qw qx qy qz tx ty tz``, world-to-camera), folder/gt/intrinsics.txt (``width height fx fy cx cy``,
@@ -555,7 +555,7 @@ def write_scene(scene: SyntheticScene, folder: Path, names: list[str] | None = N
 
 
 def read_ground_truth(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read folder/gt/poses.txt and folder/gt/intrinsics.txt (this module's output or ``shared/data/<name>``).
+    """Read folder/gt/poses.txt and folder/gt/intrinsics.txt (this module's output, or any sequence in that layout).
 
     Returns image names in file order, camera-from-world extrinsics float64 [S, 3, 4] and intrinsics float64
     [S, 3, 3] in OpenCV pixel convention (the file's COLMAP cx, cy minus 0.5).

@@ -6,8 +6,8 @@ Two modes:
   the whole frame is resized (x and y scale by slightly different factors). Pillow's bicubic filter is used: it
   widens its kernel by the reduction factor, so a 1920x1080 video frame shrunk ~3.7x is properly antialiased
   (a plain bicubic/bilinear tap would alias fine texture), and it is the filter of VGGT's own quick-start loader.
-* ``square``: the official ``demo_colmap`` recipe (SPEC sections 10 and 11.2): paste centred on a black square,
-  bicubic to 1024x1024, quantise to 8 bits, then bilinear to 518x518 without antialiasing.
+* ``square``: the official ``demo_colmap`` recipe (docs/model.md, section 10): paste centred on a black
+  square, bicubic to 1024x1024, quantise to 8 bits, then bilinear to 518x518 without antialiasing.
 
 ``model_to_original = (sx, sy, ox, oy)`` maps model pixels to original pixels, ``x_orig = sx * x_model + ox``,
 in the COLMAP convention where the centre of the first pixel is (0.5, 0.5). Both resizers map pixel edges to

@@ -1,9 +1,9 @@
 """The aggregator: patch tokens of every frame plus special tokens, through alternating frame and global attention.
 
-SPEC 5.2-5.4. Each frame's token sequence is ``[camera (1), registers (R), patches (h * w)]``; frame 0 of every
-sequence gets its own camera/register vectors (slot 0), all other frames share slot 1. Layer ``l`` runs
-``frame_blocks[l]`` (attention within each frame) then ``global_blocks[l]`` (attention over all tokens of the
-sequence) and outputs both results concatenated along channels.
+Each frame's token sequence is ``[camera (1), registers (R), patches (h * w)]``; frame 0 of every sequence gets
+its own camera/register vectors (slot 0), all other frames share slot 1. Layer ``l`` runs ``frame_blocks[l]``
+(attention within each frame) then ``global_blocks[l]`` (attention over all tokens of the sequence) and outputs
+both results concatenated along channels. docs/model.md, sections 5.2-5.4.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Camera head (SPEC 6): iterative refinement of the 9-number pose encoding from each frame's camera token."""
+"""Camera head: iterative refinement of the 9-number pose encoding from each frame's camera token.
+
+docs/model.md, section 6.
+"""
 
 from __future__ import annotations
 

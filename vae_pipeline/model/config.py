@@ -1,8 +1,9 @@
 """Architecture hyperparameters of VGGT in one dataclass.
 
-The defaults are VGGT-1B (facebook/VGGT-1B). ``VGGTConfig.from_json`` reads either the construction recipe
-of ``shared/vggt/parity/<cfg>/config.json`` (a list of constructor calls) or a flat ``config.json`` as the
-Hugging Face hub mixin writes it (the top-level constructor's keyword arguments).
+The defaults are VGGT-1B (facebook/VGGT-1B). ``VGGTConfig.from_json`` reads either a construction recipe (the
+list of official constructor calls and their arguments that describes a reduced official model, as the parity
+tests' models in ``tests/fixtures`` store it) or a flat ``config.json`` as the Hugging Face hub mixin writes it
+(the top-level constructor's keyword arguments). docs/model.md, section 3.
 """
 
 from __future__ import annotations

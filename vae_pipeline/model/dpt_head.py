@@ -1,4 +1,5 @@
-"""DPT dense prediction head of VGGT (SPEC 7): depth and point maps, and the track head's feature maps.
+"""DPT dense prediction head of VGGT: depth and point maps, and the track head's feature maps (docs/model.md,
+section 7).
 
 Four aggregator layers are read as patch-token maps, brought to four scales (4x, 2x, 1x and 1/2x the patch
 grid), fused coarse to fine by RefineNet-style blocks and upsampled to the image resolution. Module and
@@ -162,7 +163,7 @@ class FusionDecoder(nn.Module):
 
 
 class DPTHead(nn.Module):
-    """Dense prediction from aggregator tokens (SPEC 7).
+    """Dense prediction from aggregator tokens (docs/model.md, section 7).
 
     Args:
         dim_in: width of the aggregator output (2 * embed_dim).

@@ -1,4 +1,7 @@
-"""Transformer building blocks shared by the DINOv2 backbone, the aggregator and the camera trunk (SPEC 4)."""
+"""Transformer building blocks shared by the DINOv2 backbone, the aggregator and the camera trunk.
+
+docs/model.md, section 4.
+"""
 
 from __future__ import annotations
 

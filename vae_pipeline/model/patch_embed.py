@@ -1,4 +1,7 @@
-"""Patch embeddings of the aggregator (SPEC 5.1): a single strided convolution, or a DINOv2 ViT with registers."""
+"""Patch embeddings of the aggregator: a single strided convolution, or a DINOv2 ViT with registers.
+
+docs/model.md, section 5.1.
+"""
 
 from __future__ import annotations
 

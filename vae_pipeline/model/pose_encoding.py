@@ -1,4 +1,4 @@
-"""Conversions between VGGT's pose encoding and camera matrices (SPEC 9).
+"""Conversions between VGGT's pose encoding and camera matrices (docs/model.md, section 9).
 
 The encoding is ``(t_x, t_y, t_z, q_x, q_y, q_z, q_w, fov_h, fov_w)``: an OpenCV camera-from-world translation,
 a scalar-last quaternion of the rotation and the vertical/horizontal fields of view in radians. Intrinsics put

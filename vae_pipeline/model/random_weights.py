@@ -1,9 +1,10 @@
 """Random but well-conditioned weights for any ``VGGTConfig``: benchmarks and tests run the real architecture
 without the 5 GB checkpoint.
 
-The scheme follows the one behind ``shared/vggt/parity``: weights N(0, 1/fan_in), small biases, norms near
-identity, LayerScale in [0.5, 1]; the camera head's field-of-view outputs start near 1 rad so intrinsics are finite
-and positive, and the tracker's updates are damped so its iterations do not amplify rounding.
+The scheme is the one the reduced official models of the parity tests were initialised with (docs/model.md,
+section 12): weights N(0, 1/fan_in), small biases, norms near identity, LayerScale in [0.5, 1]; the camera head's
+field-of-view outputs start near 1 rad so intrinsics are finite and positive, and the tracker's updates are damped
+so its iterations do not amplify rounding.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from .vggt import VGGT
 
 FOV_BIAS = 0.25  # per camera iteration; four iterations accumulate to about 1 rad
 
-# The reduced architecture of shared/vggt/parity/conv: every structural feature of VGGT-1B at 1/1000 of its size,
-# for tests and CPU demos.
+# The reduced architecture of the parity tests' convolutional model (tests/fixtures/vggt_parity_conv): every
+# structural feature of VGGT-1B at 1/1000 of its size, for tests and CPU demos.
 SMALL_CONFIG = VGGTConfig(
     patch_embed="conv",
     embed_dim=64,

@@ -1,4 +1,4 @@
-"""2D rotary position embedding of the aggregator's attention (SPEC 5.3).
+"""2D rotary position embedding of the aggregator's attention (docs/model.md, section 5.3).
 
 Every frame holds ``num_prefix`` special tokens at position (0, 0), where the rotation is the identity, followed
 by its ``grid_h * grid_w`` patch tokens in row-major order at positions (row + 1, col + 1). The first half of each

@@ -1,4 +1,4 @@
-"""VGGT's track head (SPEC 8): a feature-only DPT head feeding the iterative tracker."""
+"""VGGT's track head (docs/model.md, section 8): a feature-only DPT head feeding the iterative tracker."""
 
 from __future__ import annotations
 

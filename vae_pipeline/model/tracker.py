@@ -1,4 +1,4 @@
-"""Iterative point tracker of VGGT's track head (SPEC 8.2).
+"""Iterative point tracker of VGGT's track head (docs/model.md, section 8.2).
 
 Given dense feature maps of every frame and query points in frame 0, the tracker refines a track per query
 over a fixed number of iterations: it looks up multi-scale correlations around the current estimate, embeds the

@@ -1,4 +1,4 @@
-"""VGGT: the aggregator trunk plus camera, depth, point and track heads (SPEC 1)."""
+"""VGGT: the aggregator trunk plus camera, depth, point and track heads (docs/model.md, section 1)."""
 
 from __future__ import annotations
 
