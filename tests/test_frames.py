@@ -18,7 +18,9 @@ from vae_pipeline.frames import (  # noqa: E402
     FrameSource,
     InputError,
     Sequence,
+    VideoLength,
     count_video_frames,
+    discover_inputs,
     decode_image,
     discover_sequences,
     image_size,
@@ -193,8 +195,24 @@ class DiscoverVideosTest(TempDirTest):
         capture.release()
         if reported == decodable:
             self.skipTest("this FFmpeg reports the truncated file's frame count correctly")
-        self.assertEqual(count_video_frames(path), decodable)
-        self.assertEqual(count_video_frames(self._full_video()), 7)
+        self.assertEqual(count_video_frames(path), VideoLength(decodable, reported))
+        self.assertTrue(count_video_frames(path).truncated)
+        self.assertEqual(count_video_frames(self._full_video()), VideoLength(7, 7))
+        found = discover_inputs(self.root)
+        (notice,) = found.notices
+        self.assertIn(f"announces {reported} frames but only {decodable} decode", notice.message)
+        self.assertEqual(notice.path, path)
+
+    def test_a_broken_link_among_frames_is_left_out_with_a_notice(self):
+        for index in range(3):
+            write_image(self.root / f"{index}.png")
+        (self.root / "1.png").unlink()
+        (self.root / "1.png").symlink_to(self.root / "gone" / "1.png")
+        found = discover_inputs(self.root)
+        self.assertEqual([f.name for f in found.sequences[0].frames], ["0.png", "2.png"])
+        (notice,) = found.notices
+        self.assertEqual(notice.path, self.root / "1.png")
+        self.assertIn("which does not exist", notice.message)
 
     def _full_video(self) -> Path:
         path = self.root / "full.mp4"

@@ -196,6 +196,8 @@ def run_pipeline(
     """
     start = time.perf_counter()
     inputs = discover_inputs(options.input_dir, options.frame_step)
+    for notice in inputs.notices:
+        log.warning("%s", notice.message)
     output_dir = prepare_output_dir(options.output_dir)
     for stale in remove_stale_staging(output_dir):
         log.info("removed %s, left half-written by an interrupted run", stale)
@@ -268,7 +270,9 @@ def run_pipeline(
             )
 
             def summarize(counts: FolderCounts) -> dict[str, Any]:
-                return {**RunSummary(**asdict(counts), **this_run).record(), "provenance": run_provenance}
+                left_out = [{"path": str(notice.path), "message": notice.message} for notice in inputs.notices]
+                return {**RunSummary(**asdict(counts), **this_run).record(), "input_notices": left_out,
+                        "provenance": run_provenance}
 
             counts = state.write_manifest(plan, summarize)
     summary = RunSummary(**asdict(counts), **this_run)

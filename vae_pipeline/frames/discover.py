@@ -8,8 +8,9 @@ caller mirrors it in the output folder.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -63,12 +64,23 @@ class SequenceFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class InputNotice:
+    """Something the run goes on without but the user must hear of: a frame left out (a link to a file that is
+    not there), a video shorter than its container says (truncated). ``message`` names the file."""
+
+    path: Path
+    message: str
+
+
 @dataclass
 class Inputs:
-    """What ``discover_inputs`` found: the readable sequences and the inputs that could not be read."""
+    """What ``discover_inputs`` found: the readable sequences, the inputs that could not be read, and what was
+    left out of the sequences (``notices``)."""
 
     sequences: list[Sequence]
     failures: list[SequenceFailure]
+    notices: list[InputNotice] = field(default_factory=list)
 
 
 def natural_key(name: str) -> tuple:
@@ -106,8 +118,20 @@ def _seek_finds_last_frame(capture: cv2.VideoCapture, count: int) -> bool:
     return capture.grab() and not capture.grab()
 
 
-def count_video_frames(path: Path) -> int:
-    """Number of frames that sequential decoding of ``path`` yields.
+@dataclass(frozen=True)
+class VideoLength:
+    """Frames sequential decoding yields, and the count the container announces (0 when it announces none)."""
+
+    decoded: int
+    announced: int
+
+    @property
+    def truncated(self) -> bool:
+        return 0 < self.decoded < self.announced
+
+
+def count_video_frames(path: Path) -> VideoLength:
+    """Number of frames that sequential decoding of ``path`` yields, beside the container's own count.
 
     The container's count is cheap but can be wrong (estimated from duration and frame rate, or a truncated file);
     it is trusted only when seeking confirms that its last frame exists and is the last one, else every frame is
@@ -120,9 +144,9 @@ def count_video_frames(path: Path) -> int:
     try:
         if not capture.isOpened():
             raise InputError(f"cannot read video {path}: OpenCV could not open it (unsupported or corrupt file)")
-        reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if reported > 0 and _seek_finds_last_frame(capture, reported):
-            return reported
+        announced = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        if announced > 0 and _seek_finds_last_frame(capture, announced):
+            return VideoLength(announced, announced)
     finally:
         capture.release()
     capture = cv2.VideoCapture(str(path))
@@ -134,12 +158,16 @@ def count_video_frames(path: Path) -> int:
         capture.release()
     if count == 0:
         raise InputError(f"cannot read video {path}: no frame could be decoded")
-    return count
+    return VideoLength(count, announced)
 
 
-def _video_sequence(path: Path, name: str, frame_step: int) -> Sequence:
-    count = count_video_frames(path)
-    frames = [Frame(video_frame_name(index), path, index) for index in range(0, count, frame_step)]
+def _video_sequence(path: Path, name: str, frame_step: int, found: Inputs) -> Sequence:
+    length = count_video_frames(path)
+    if length.truncated:
+        found.notices.append(InputNotice(path, (
+            f"video {path} announces {length.announced} frames but only {length.decoded} decode (truncated or "
+            f"damaged file?): its sequence has the {length.decoded} that do")))
+    frames = [Frame(video_frame_name(index), path, index) for index in range(0, length.decoded, frame_step)]
     return Sequence(name=name, source=path, frames=frames, is_video=True)
 
 
@@ -162,6 +190,11 @@ def _visit(folder: Path, root: Path, frame_step: int, found: Inputs, visited: se
         found.failures.append(SequenceFailure(_relative_name(folder, root), folder, reason))
         return
     entries = sorted((entry for entry in listing if not _is_hidden(entry)), key=lambda entry: natural_key(entry.name))
+    for entry in entries:
+        if _has_suffix(entry, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS) and entry.is_symlink() and not entry.exists():
+            found.notices.append(InputNotice(entry, (
+                f"{entry} is a link to {os.readlink(entry)}, which does not exist: left out, and the windows of "
+                f"{folder} are cut without it")))
     images = [entry for entry in entries if entry.is_file() and _has_suffix(entry, IMAGE_EXTENSIONS)]
     if images:
         frames = [Frame(path.name, path) for path in images[::frame_step]]
@@ -170,7 +203,7 @@ def _visit(folder: Path, root: Path, frame_step: int, found: Inputs, visited: se
         if entry.is_file() and _has_suffix(entry, VIDEO_EXTENSIONS):
             name = _relative_name(entry.with_suffix(""), root)
             try:
-                found.sequences.append(_video_sequence(entry, name, frame_step))
+                found.sequences.append(_video_sequence(entry, name, frame_step, found))
             except InputError as exc:
                 found.failures.append(SequenceFailure(name, entry, str(exc)))
         elif entry.is_dir():
