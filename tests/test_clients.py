@@ -163,7 +163,6 @@ class ColmapTextNamesTest(unittest.TestCase):
     lines at whitespace, so ``frame 01.png`` reads back as ``frame``. The run must either keep the names or refuse
     the flag, saying why (exit code 2)."""
 
-    @unittest.expectedFailure  # issue 11: the text model cuts names at the first space; the binary one is right
     def test_names_with_spaces_survive_the_text_model_or_the_run_refuses(self) -> None:
         with tempfile.TemporaryDirectory(prefix="text_names_") as tmp:
             frames = Path(tmp) / "frames"

@@ -1,7 +1,8 @@
 """Command line: flags (derived from ``PipelineOptions``' declarations), run, and one-line messages.
 
 Exit codes: 0 every window written (or dropped by ``--keep``), 1 some windows or sequences failed, 2 bad input,
-flags, output folder or checkpoint, 130 after Ctrl-C, 143 after SIGTERM.
+flags, output folder or checkpoint (found before the run starts) or an output folder whose storage fails during
+the run (a full disk: finished windows are kept), 130 after Ctrl-C, 143 after SIGTERM.
 
 Only the standard library is imported up here: Ctrl-C may come while the heavy imports run, and ``main`` must
 be there to turn it into one line.
@@ -25,11 +26,12 @@ class Terminated(KeyboardInterrupt):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import declare
+    """The flags; the program's name in usage lines is the command as it was started (``vae-pipeline`` or
+    ``vae_data_pipeline_batch.py``)."""
+    from . import __version__, declare
     from .options import GROUP_TITLES, PipelineOptions
 
     parser = argparse.ArgumentParser(
-        prog="vae_data_pipeline_batch.py",
         description="Annotate sequences of video frames with 3D geometry: VGGT on sliding windows of frames, "
         "batched on the GPU, then a COLMAP model per window (optionally bundle-adjusted).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="Log more (debug messages, and native libraries' logs and crash reports).")
     verbosity.add_argument("-q", "--quiet", action="store_true",
                            help="Log only warnings and errors; no progress bar.")
+    parser.add_argument("--version", action="version", version=f"vae_pipeline {__version__}")
     return parser
 
 

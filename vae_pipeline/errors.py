@@ -7,10 +7,7 @@ from .model.config import ConfigError
 from .model.loading import CheckpointError
 from .options import OptionsError
 from .run_state import SettingsMismatch
-
-
-class OutputError(OSError):
-    """The output folder cannot be created or written."""
+from .storage import OutputError
 
 
 # Every exception class that means "the user asked for something that cannot work".

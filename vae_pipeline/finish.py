@@ -14,6 +14,7 @@ from .export.window_folder import write_window_folder
 from .jobs import DROPPED, OK, WindowJob, WindowOutcome, describe_error, frame_copies_dir
 from .options import keeps
 from .reconstruct import ReconstructionOptions, ReconstructionResult, WindowPrediction, reconstruct_window
+from .storage import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
     """Stage 3: reconstruct ``job`` from its prediction and write its folder, replacing one an earlier run left.
 
     A window whose verdict is below ``settings.keep`` gets no folder and the status "dropped"; any error becomes a
-    failed outcome with its reason.
+    failed outcome with its reason, except ``OutputError`` (the output's storage fails): that stops the run.
     """
     start = time.perf_counter()
     try:
@@ -66,6 +67,8 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
         timings = {**report.timings, "write_s": time.perf_counter() - write_start}
         return WindowOutcome.for_job(job, OK, timings={**timings, "finish_s": time.perf_counter() - start},
                                    **described)
+    except OutputError:
+        raise
     except Exception as exc:
         log.debug("window %s failed:\n%s", job.window_id, traceback.format_exc())
         return WindowOutcome.failed(job, describe_error(exc))

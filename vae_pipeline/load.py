@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -28,6 +29,7 @@ from .frames import (
     stack_frames,
 )
 from .jobs import WindowFailure, WindowJob, WindowOutcome, describe_error, frame_copies_dir
+from .storage import OutputError, writing
 
 
 @dataclass
@@ -65,13 +67,16 @@ class FrameStore:
             self._first_needed[name] = min(self._first_needed.get(name, len(job.sequence)), *job.frame_indices)
 
     def prepare_window(self, job: WindowJob) -> WindowInputs:
-        """Prepared frames of ``job``; raises ``WindowFailure`` naming the frame that could not be read."""
+        """Prepared frames of ``job``; raises ``WindowFailure`` naming the frame that could not be read or its
+        copy that could not be written, and ``OutputError`` when the output's storage fails."""
         source = self._source(job.sequence)
         try:
             frames = []
             for i in job.frame_indices:
                 try:
                     frames.append(source.get(i))
+                except (OutputError, WindowFailure):
+                    raise
                 except Exception as exc:
                     path = job.sequence.frames[i].path
                     raise WindowFailure(f"cannot read frame {path}: {describe_error(exc)}") from exc
@@ -112,9 +117,12 @@ class FrameStore:
 
 def load_window(store: FrameStore, job: WindowJob, *, pin_memory: bool = False) -> WindowInputs | WindowOutcome:
     """Stage 1 for one window: its model input (in pinned memory for a fast copy to a CUDA device), or a failed
-    outcome naming the frame that could not be read."""
+    outcome naming the frame that could not be read. Raises ``OutputError`` (the run stops) when a frame's copy
+    cannot be written because the output's storage fails."""
     try:
         inputs = store.prepare_window(job)
+    except OutputError:
+        raise
     except WindowFailure as exc:
         return WindowOutcome.failed(job, str(exc))
     except Exception as exc:
@@ -131,12 +139,22 @@ def needs_frame_copy(sequence: Sequence, frame: Frame) -> bool:
 
 
 def save_frame_copy(folder: Path, name: str, image: np.ndarray) -> None:
-    """Write a decoded frame once (atomically), for the window folders' ``images/`` to link to."""
+    """Write a decoded frame once (atomically), for the window folders' ``images/`` to link to.
+
+    Raises ``OutputError`` when the output's storage fails, else ``WindowFailure`` naming the copy."""
     target = folder / name
     if target.exists():
         return
-    folder.mkdir(parents=True, exist_ok=True)
     # Named like the window folders' staging (owner last) so that a later run removes it if this process dies.
     staging = folder / f".{name}.{threading.get_ident()}.partial-{owner()}"
-    Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
-    os.replace(staging, target)
+    try:
+        with writing(target):
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(staging, format=Image.registered_extensions()[target.suffix.lower()])
+            os.replace(staging, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            staging.unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise WindowFailure(f"cannot write the decoded copy {target} of a frame: {exc.strerror or exc}") from exc

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import OutputError
 from .executor import run_batch, run_windows
+from .export.text_model import text_model_problem
 from .export.window_folder import remove_stale_staging
 from .finish import FinishSettings, finish_window
 from .fingerprint import Fingerprints, run_settings
@@ -34,9 +33,10 @@ from .jobs import CLAIMED_ELSEWHERE, DROPPED, FAILED, OK, SKIPPED, WindowJob, Wi
 from .load import FrameStore, load_window
 from .model import load_vggt
 from .model.inference import prepare_for_inference
-from .model.loading import checkpoint_fingerprint, describe_source, resolve_checkpoint
+from .model.loading import check_checkpoint, checkpoint_fingerprint, describe_source, resolve_checkpoint
 from .options import OptionsError, PipelineOptions
 from .run_state import ClaimedJobs, FolderCounts, RunState
+from .storage import OutputError, prepare_output_dir
 from .windows import create_windows
 
 log = logging.getLogger(__name__)
@@ -98,18 +98,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_output_dir(path: Path) -> Path:
-    """Create the output folder and prove it is writable, before any work is spent."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
-    return path
-
-
 def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[WindowJob]:
     """Every window of every sequence, numbered globally per sequence (folder names never depend on batching)."""
     jobs = []
@@ -162,7 +150,8 @@ def process_window_batch(
     """One forward pass for a batch of windows, then per-window reconstruction and export, one after another.
 
     Returns one outcome per window, in window order; a window that fails is recorded with its reason and never
-    stops the others. ``executor.run_windows`` runs whole plans through the same stages.
+    stops the others; a failure of the output's storage (a full disk, ...) raises ``OutputError``.
+    ``executor.run_windows`` runs whole plans through the same stages.
     """
     log.debug("batch %d: %d windows", batch_idx, len(window_batch))
     settings = settings or FinishSettings(
@@ -193,22 +182,27 @@ def run_pipeline(
     Windows finished earlier with the same fingerprint are skipped; windows other processes are computing are
     left to them. ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models);
     ``overlapped=False`` runs the stages one after another instead of concurrently.
+
+    Errors of input, flags and checkpoint are found before the output folder is created. A failure of the output's
+    storage (``OutputError``: a full disk, ...) stops the run; the windows finished before it are kept.
     """
     start = time.perf_counter()
     inputs = discover_inputs(options.input_dir, options.frame_step)
     for notice in inputs.notices:
         log.warning("%s", notice.message)
-    output_dir = prepare_output_dir(options.output_dir)
-    for stale in remove_stale_staging(output_dir):
-        log.info("removed %s, left half-written by an interrupted run", stale)
+    if options.colmap_text and (problem := text_model_problem(inputs.sequences)):
+        raise OptionsError(problem)
     device = resolve_device(options.device)
     checkpoint = None
     if model is None:
-        checkpoint = resolve_checkpoint(options.model_source)
+        checkpoint = check_checkpoint(resolve_checkpoint(options.model_source))
         model_fingerprint = checkpoint_fingerprint(checkpoint)
     else:
         model_fingerprint = weights_fingerprint(model)
         device = next(model.parameters()).device
+    output_dir = prepare_output_dir(options.output_dir)
+    for stale in remove_stale_staging(output_dir):
+        log.info("removed %s, left half-written by an interrupted run", stale)
     settings = run_settings(options, model_fingerprint)
     fingerprints = Fingerprints(settings, options.input_dir)
     plan = [replace(job, fingerprint=fingerprints.of(job)) for job in plan_jobs(inputs.sequences, options)]
@@ -256,10 +250,15 @@ def run_pipeline(
             output_dir, options.reconstruction, run_provenance, colmap_text=options.colmap_text,
             save_depth=options.save_depth, keep=options.keep, run_id=state.run_id,
         )
+        stopped_by: OutputError | None = None
         try:
             if pending:
                 run_windows(model, ClaimedJobs(state, pending, redo_before), options, finish_settings, record,
                             stats=stats, overlapped=overlapped, progress=progress)
+        except OutputError as exc:
+            stopped_by = exc
+            raise OutputError(f"{exc}. The run stopped; the windows it finished are kept, and the same command "
+                              "continues it") from exc
         finally:
             elapsed = time.perf_counter() - start
             this_run = dict(
@@ -274,7 +273,12 @@ def run_pipeline(
                 return {**RunSummary(**asdict(counts), **this_run).record(), "input_notices": left_out,
                         "provenance": run_provenance}
 
-            counts = state.write_manifest(plan, summarize)
+            try:
+                counts = state.write_manifest(plan, summarize)
+            except OutputError:
+                if stopped_by is None:
+                    raise
+                # The storage that stopped the run refuses these too: the error that stopped it is the one to tell.
     summary = RunSummary(**asdict(counts), **this_run)
     log.info("%d windows written, %d dropped, %d failed in %.1f s by this run; %d skipped, %d claimed elsewhere; "
              "output folder: %d written, %d failed, %d pending", summary.run_written, summary.run_dropped,

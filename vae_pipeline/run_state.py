@@ -21,6 +21,7 @@ import collections
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -44,6 +45,7 @@ from .jobs import (
     iso_utc,
     window_folder,
 )
+from .storage import writing
 
 STATE_FOLDER = ".state"
 RUNS_FOLDER = "runs"
@@ -52,6 +54,8 @@ SUMMARY = "summary.json"
 LEASE_S = 60.0
 HEARTBEAT_S = 10.0
 SEQUENCE_RECORD = "sequence.json"
+
+log = logging.getLogger(__name__)
 
 
 class SettingsMismatch(ValueError):
@@ -65,10 +69,18 @@ def new_run_id() -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old content or the new, never a part."""
+    """Write ``text`` to ``path`` so that readers see the old content or the new, never a part.
+
+    Raises ``OutputError`` naming ``path`` if it cannot be written (a full disk, ...)."""
     partial = path.with_name(f".{path.name}.{threading.get_ident()}.partial-{owner()}")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with writing(path, any_error=True):
+        try:
+            partial.write_text(text)
+            os.replace(partial, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -123,7 +135,8 @@ class RunState:
     """One run's view of the shared run state in ``output_dir`` (see the module docstring).
 
     Use as a context manager: entering starts the lease's heartbeat and clears what crashed runs left; leaving
-    releases this run's claims and lease.
+    releases this run's claims and lease. Every method that writes the run state raises ``OutputError`` naming
+    the file when it cannot (a full disk, a read-only file system, ...): the run cannot go on without it.
     """
 
     def __init__(self, output_dir: Path, run_id: str | None = None, lease_s: float = LEASE_S):
@@ -142,30 +155,40 @@ class RunState:
 
     # -- life of a run -------------------------------------------------------------------------------------
 
+    @writing(any_error=True)
     def __enter__(self) -> "RunState":
-        for folder in ("claims", "leases", "outcomes"):
-            (self.state_dir / folder).mkdir(parents=True, exist_ok=True)
-        (self.output_dir / RUNS_FOLDER).mkdir(exist_ok=True)
-        self._renew_lease()
-        self._heartbeat = threading.Thread(target=self._beat, name="run-state-heartbeat", daemon=True)
-        self._heartbeat.start()
-        self._log = open(self.output_dir / RUNS_FOLDER / f"{self.run_id}.jsonl", "a")
-        with self.locked():
-            self._remove_stale_claims_and_leases()
+        try:
+            for folder in ("claims", "leases", "outcomes"):
+                (self.state_dir / folder).mkdir(parents=True, exist_ok=True)
+            (self.output_dir / RUNS_FOLDER).mkdir(exist_ok=True)
+            self._renew_lease()
+            self._log = open(self.output_dir / RUNS_FOLDER / f"{self.run_id}.jsonl", "a")
+            self._heartbeat = threading.Thread(target=self._beat, name="run-state-heartbeat", daemon=True)
+            self._heartbeat.start()
+            with self.locked():
+                self._remove_stale_claims_and_leases()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Release this run's claims and lease, as far as the storage allows: whatever stays behind is stale once
+        this process is gone, and an error here must not hide the one that stopped the run."""
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
         with self._held_lock:
             held, self._held = set(self._held), set()
-        with self.locked():
-            for window_id in held:
-                self._claim_path(window_id).unlink(missing_ok=True)
-        (self.state_dir / "leases" / f"{self.run_id}.json").unlink(missing_ok=True)
+        if held:
+            with contextlib.suppress(OSError), self.locked():
+                for window_id in held:
+                    self._claim_path(window_id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (self.state_dir / "leases" / f"{self.run_id}.json").unlink(missing_ok=True)
         if self._log is not None:
-            self._log.close()
+            with contextlib.suppress(OSError):
+                self._log.close()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -182,11 +205,19 @@ class RunState:
         write_atomic(self.state_dir / "leases" / f"{self.run_id}.json", json.dumps(lease) + "\n")
 
     def _beat(self) -> None:
+        warned = False
         while not self._stop.wait(min(HEARTBEAT_S, self.lease_s / 3)):
-            self._renew_lease()
+            try:
+                self._renew_lease()
+            except OSError as exc:  # the run's own next write stops it; until then, keep trying
+                if not warned:
+                    log.warning("this run's lease cannot be renewed (%s); other runs may take over its windows once "
+                                "it expires", exc)
+                    warned = True
 
     # -- settings ------------------------------------------------------------------------------------------
 
+    @writing(any_error=True)
     def adopt_settings(self, settings: dict[str, Any], model_source: str, overwrite: bool,
                        describe: Callable[[str, Any], str]) -> None:
         """Check this run's output-affecting ``settings`` against those the folder's windows were made with.
@@ -228,6 +259,7 @@ class RunState:
 
     # -- claims --------------------------------------------------------------------------------------------
 
+    @writing(any_error=True)
     def claim(self, job: WindowJob, redo_finished_before: float | None = None) -> ClaimResult:
         """Claim ``job`` for this run unless it is finished with its fingerprint or another live process holds it.
 
@@ -249,6 +281,7 @@ class RunState:
             self._held.add(job.window_id)
         return ClaimResult("claimed")
 
+    @writing(any_error=True)
     def release(self, window_id: str) -> None:
         """Give up this run's claim of a window it will not finish."""
         with self._held_lock:
@@ -304,6 +337,7 @@ class RunState:
             return self.state_dir / "outcomes" / window_id / SEQUENCE_RECORD
         return self.state_dir / "outcomes" / f"{window_id}.json"
 
+    @writing(any_error=True)
     def finished(self, job: WindowJob, redo_finished_before: float | None = None) -> WindowOutcome | None:
         """The outcome that finished ``job`` with its fingerprint (ok with its folder on disk, or dropped), if any.
 
@@ -345,6 +379,7 @@ class RunState:
         record = _read_json(self._outcome_path(window_id, is_sequence))
         return outcome_from_record(record) if record is not None else None
 
+    @writing(any_error=True)
     def record(self, outcome: WindowOutcome) -> WindowOutcome:
         """Note what happened to a window in this run's log and, unless it was skipped or claimed elsewhere, as
         its latest outcome; a failed or dropped window keeps no folder from an earlier run. Releases this run's
@@ -371,10 +406,12 @@ class RunState:
                 self._drop_own_claim(outcome.window_id)
             with self._held_lock:
                 self._held.discard(outcome.window_id)
-        self._log.write(json.dumps(asdict(outcome)) + "\n")
-        self._log.flush()
+        with writing(self._log.name, any_error=True):
+            self._log.write(json.dumps(asdict(outcome)) + "\n")
+            self._log.flush()
         return outcome
 
+    @writing(any_error=True)
     def forget_sequence_failures(self, failing: set[str]) -> None:
         """Remove the failure lines of sequences that are no longer failing (readable now, or gone)."""
         outcomes = self.state_dir / "outcomes"
@@ -383,6 +420,7 @@ class RunState:
                 if path.parent.relative_to(outcomes).as_posix() not in failing:
                     path.unlink(missing_ok=True)
 
+    @writing(any_error=True)
     def remove_unplanned(self, planned: list[WindowJob]) -> list[str]:
         """``--overwrite``: remove window folders and outcomes of windows the new plan does not have (another
         window size, a removed input). Returns the removed folders, relative to the output folder."""
@@ -413,6 +451,7 @@ class RunState:
         found = [outcome_from_record(r) for r in map(_read_json, (self.state_dir / "outcomes").rglob("*.json")) if r]
         return sorted(found, key=lambda o: (o.sequence, -1 if o.window is None else o.window))
 
+    @writing(any_error=True)
     def write_manifest(self, planned: list[WindowJob],
                        summarize: Callable[[FolderCounts], dict[str, Any]]) -> FolderCounts:
         """Rebuild ``manifest.jsonl`` from every window's latest outcome and write ``summary.json`` as

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pycolmap
 
+from ..storage import writing
 
 
 def write_window_folder(
@@ -37,14 +38,19 @@ def write_window_folder(
     ``window.json`` holds; ``frames`` (name, file) are linked into ``images/``; ``depth``/``depth_conf``
     [S, h, w] go to ``depth/`` as float16 when given. An existing ``folder`` (an earlier run's, made with other
     inputs or settings) is replaced; the run state makes sure no other process is writing this window.
+
+    A failure of the storage (a full disk, ...) raises ``OutputError`` naming ``folder``. pycolmap's writers do
+    not report one (they leave short files), but ``window.json`` is written after them, with Python, and a disk
+    that filled while pycolmap wrote is still full then: the folder is never published with a cut model.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{owner()}"
-    if staging.exists():
-        shutil.rmtree(staging)
     try:
-        _fill(staging, reconstruction, frames, record, colmap_text, depth, depth_conf)
-        _publish(staging, folder)
+        with writing(folder):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            if staging.exists():
+                shutil.rmtree(staging)
+            _fill(staging, reconstruction, frames, record, colmap_text, depth, depth_conf)
+            _publish(staging, folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

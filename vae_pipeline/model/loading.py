@@ -179,12 +179,26 @@ def load_vggt(
     return model.eval()
 
 
+def check_checkpoint(source: str | Path | ResolvedCheckpoint) -> ResolvedCheckpoint:
+    """Raise the ``CheckpointError`` that ``load_vggt`` would, without reading the weights' values: the config,
+    the tensors' names and shapes (a safetensors file's header; a pickle's tensors are memory-mapped, not read,
+    when it is a zip as ``torch.save`` writes) and their match with the architecture.
+
+    Lets a run refuse a bad checkpoint before it creates anything. Returns the resolved checkpoint.
+    """
+    resolved = resolve_checkpoint(source)
+    with _parameters_on_meta():
+        model = VGGT(_read_config(resolved))
+    _check_matches(model, _read_shapes(resolved), resolved)
+    return resolved
+
+
 def _build_and_load(resolved: ResolvedCheckpoint) -> VGGT:
     config = _read_config(resolved)
     state_dict = _read_state_dict(resolved)
     with _parameters_on_meta():
         model = VGGT(config)
-    _check_matches(model, state_dict, resolved)
+    _check_matches(model, {name: tuple(tensor.shape) for name, tensor in state_dict.items()}, resolved)
     try:
         model.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as exc:
@@ -224,15 +238,34 @@ def _read_config(resolved: ResolvedCheckpoint) -> VGGTConfig:
         ) from exc
 
 
+def _read_shapes(resolved: ResolvedCheckpoint) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor of the checkpoint, reading as little of it as its format allows."""
+    if resolved.weights.suffix.lower() == ".safetensors":
+        try:
+            with safetensors.safe_open(resolved.weights, framework="pt") as file:
+                return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise _not_safetensors(resolved, exc) from exc
+    return {name: tuple(tensor.shape) for name, tensor in _read_state_dict(resolved).items()}
+
+
+def _redo(resolved: ResolvedCheckpoint) -> str:
+    return "download it again" if resolved.repo_id else "write it again"
+
+
+def _not_safetensors(resolved: ResolvedCheckpoint, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{_name(resolved)} is truncated or not a safetensors file ({exc}); {_redo(resolved)}")
+
+
 def _read_state_dict(resolved: ResolvedCheckpoint) -> dict[str, torch.Tensor]:
     path = resolved.weights
     where = _name(resolved)
-    redo = "download it again" if resolved.repo_id else "write it again"
+    redo = _redo(resolved)
     if path.suffix.lower() == ".safetensors":
         try:
             return safetensors.torch.load_file(path, device="cpu")
         except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{where} is truncated or not a safetensors file ({exc}); {redo}") from exc
+            raise _not_safetensors(resolved, exc) from exc
     try:
         # Memory-mapped when the format allows (zip, as every torch.save since 1.6 writes), so pages come from the
         # file as they are used instead of a second copy in memory. Truncated zips fail this test and then load.
@@ -290,15 +323,16 @@ def _summarise(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_matches(model: VGGT, state_dict: Mapping[str, torch.Tensor], resolved: ResolvedCheckpoint) -> None:
-    """Compare names and shapes before loading, to report every mismatch at once with the first few keys."""
+def _check_matches(model: VGGT, shapes: Mapping[str, tuple[int, ...]], resolved: ResolvedCheckpoint) -> None:
+    """Compare the checkpoint's tensor names and ``shapes`` with the model's before loading, to report every
+    mismatch at once with the first few keys."""
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    missing = [name for name in expected if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in expected]
+    missing = [name for name in expected if name not in shapes]
+    unexpected = [name for name in shapes if name not in expected]
     wrong_shapes = [
-        f"{name}: expected {list(shape)}, found {list(state_dict[name].shape)}"
+        f"{name}: expected {list(shape)}, found {list(shapes[name])}"
         for name, shape in expected.items()
-        if name in state_dict and tuple(state_dict[name].shape) != shape
+        if name in shapes and shapes[name] != shape
     ]
     problems = [
         f"{len(found)} {what if len(found) == 1 else plural} ({_first_few(found)})"
