@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from huggingface_hub import constants as hub_constants
@@ -177,6 +178,31 @@ def load_vggt(
     # The state dict is gone by now, so each tensor is converted and moved with nothing else holding it.
     model.to(device=device, dtype=dtype or torch.float32)
     return model.eval()
+
+
+def check_checkpoint(source: str | Path | ResolvedCheckpoint) -> None:
+    """Raise ``CheckpointError`` for what ``load_vggt`` would refuse, without reading the weights: the config, and
+    the checkpoint's names and shapes against the architecture (a safetensors file from its header, a zip pickle
+    memory-mapped). For a process that does not load the model itself but must not send a bad one to others."""
+    resolved = resolve_checkpoint(source)
+    config = _read_config(resolved)
+    shapes = _read_shapes(resolved)
+    with _parameters_on_meta():
+        model = VGGT(config)
+    _check_matches(model, shapes, resolved)
+
+
+def _read_shapes(resolved: ResolvedCheckpoint) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors as names and shapes (meta tensors for safetensors files, whose header says)."""
+    if resolved.weights.suffix.lower() != ".safetensors":
+        return _read_state_dict(resolved)
+    try:
+        with safetensors.safe_open(resolved.weights, framework="pt") as handle:
+            return {name: torch.empty(handle.get_slice(name).get_shape(), device="meta") for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        redo = "download it again" if resolved.repo_id else "write it again"
+        raise CheckpointError(
+            f"{_name(resolved)} is truncated or not a safetensors file ({exc}); {redo}") from exc
 
 
 def _build_and_load(resolved: ResolvedCheckpoint) -> VGGT:
