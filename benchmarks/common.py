@@ -1,4 +1,5 @@
-"""What both GPU benchmarks share: the model under test, the two inference recipes, device timing and reporting.
+"""What the benchmarks share: the model under test, the two inference recipes, device timing, reporting, and
+input frames staged from a folder.
 
 Both scripts time through ``measure``, so their figures are comparable and the timing rules live in one place:
 the first pass is reported on its own (it carries compilation, kernel selection and allocator growth), then
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vae_pipeline.frames import IMAGE_EXTENSIONS, natural_key
 from vae_pipeline.model import VGGTConfig
 from vae_pipeline.model.inference import autocast_dtype, predict
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
@@ -270,3 +273,18 @@ def _cell(value: Any) -> str:
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def stage_frames(source: Path, target: Path, repeat: int, limit: int | None = None) -> Path:
+    """Copy the images of ``source`` into ``target`` ``repeat`` times over, every other pass in reverse (the
+    camera sweeps back and forth, so a window across a seam still sees overlapping views), renumbered in order;
+    at most ``limit`` frames."""
+    images = sorted((p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+                    key=lambda p: natural_key(p.name))
+    if not images:
+        raise SystemExit(f"error: no images in {source}")
+    sequence = [path for i in range(repeat) for path in (images if i % 2 == 0 else images[::-1])]
+    target.mkdir(parents=True)
+    for index, path in enumerate(sequence[:limit]):
+        shutil.copyfile(path, target / f"{index:06d}{path.suffix.lower()}")
+    return target

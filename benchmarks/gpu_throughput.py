@@ -16,7 +16,6 @@ otherwise their verdict is n/a. Random weights; ``--small --device cpu`` runs ev
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -39,9 +38,10 @@ from benchmarks.common import (
     random_frames,
     recipes,
     reduced_dtype,
+    stage_frames,
     write_json,
 )
-from vae_pipeline.frames import IMAGE_EXTENSIONS, model_input_size, natural_key
+from vae_pipeline.frames import model_input_size
 from vae_pipeline.model.inference import prepare_for_inference
 from vae_pipeline.model.vggt import VGGT
 from vae_pipeline.options import PipelineOptions, default_num_workers
@@ -130,21 +130,6 @@ def forward_figures(cases: dict[str, CaseResult], applies: bool, on_h100: bool) 
                f"square {ours.height}x{ours.width}", "frames/s", f">= {ASPECT_SPEEDUP_TARGET:g}x square",
                judge(aspect_ratio, lambda ratio: ratio >= ASPECT_SPEEDUP_TARGET, applies)),
     ]
-
-
-def stage_frames(source: Path, target: Path, repeat: int, limit: int | None = None) -> Path:
-    """Copy the images of ``source`` into ``target`` ``repeat`` times over, every other pass in reverse (the
-    camera sweeps back and forth, so a window across a seam still sees overlapping views), renumbered in order;
-    at most ``limit`` frames."""
-    images = sorted((p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
-                    key=lambda p: natural_key(p.name))
-    if not images:
-        raise SystemExit(f"error: no images in {source}")
-    sequence = [path for i in range(repeat) for path in (images if i % 2 == 0 else images[::-1])]
-    target.mkdir(parents=True)
-    for index, path in enumerate(sequence[:limit]):
-        shutil.copyfile(path, target / f"{index:06d}{path.suffix.lower()}")
-    return target
 
 
 def pipeline_runs(model: VGGT, args: argparse.Namespace, device: torch.device) -> dict[str, RunSummary]:

@@ -1,5 +1,5 @@
-"""The GPU benchmark scripts run end to end on the CPU with the small architecture, and their analytic FLOP count
-matches a hand count and PyTorch's own FLOP counter."""
+"""The benchmark scripts run end to end on the CPU with the small architecture (scale.py on a local Ray, where
+the [ray] extra is installed), and the analytic FLOP count matches a hand count and PyTorch's own FLOP counter."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import gpu_model, gpu_throughput  # noqa: E402
+from benchmarks import gpu_model, gpu_throughput, scale  # noqa: E402
 from benchmarks.gpu_model import aggregator_flops  # noqa: E402
 from vae_pipeline.model import VGGTConfig  # noqa: E402
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt  # noqa: E402
@@ -145,6 +145,32 @@ class ThroughputHelpersTest(unittest.TestCase):
             contents = [path.read_text() for path in sorted(staged.iterdir())]
         self.assertEqual(contents, ["a1.png", "a2.png", "a10.png", "a10.png", "a2.png", "a1.png", "a1.png",
                                     "a2.png"])
+
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+
+@unittest.skipIf(ray is None, "Ray is not installed (pip install -e .[ray])")
+class ScaleScriptTest(unittest.TestCase):
+    def test_small_run_prints_both_executors_and_the_ratio(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_path = Path(tmp) / "scale.json"
+            text = run_main(scale.main, ["--repeat-frames", "1", "--max-frames", "4", "--window-size", "2",
+                                         "--window-stride", "2", "--no-use-ba", "--json", str(report_path)])
+            report = json.loads(report_path.read_text())
+        rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in (["local"], ["ray"])}
+        self.assertEqual(sorted(rows), ["local", "ray"])
+        for executor in ("local", "ray"):
+            self.assertEqual(rows[executor][1:3], ["4", "0"])  # 2 windows in each of the 2 sequences, none failed
+            self.assertGreater(report["runs"][executor]["windows_per_s"], 0)
+        self.assertIn("ratio ray / local (windows/s):", text)
+        self.assertIn("same window folders: yes", text)
+        self.assertAlmostEqual(report["ratio_ray_over_local"],
+                               report["runs"]["ray"]["windows_per_s"] / report["runs"]["local"]["windows_per_s"])
+        self.assertFalse(ray.is_initialized())  # the script stops the Ray it started
 
 
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -58,7 +58,8 @@ class FinishWithBundleAdjustmentTest(unittest.TestCase):
         record = json.loads((folder / "window.json").read_text())
         self.assertEqual(record["ba"], "ok")
         self.assertLess(record["metrics"]["reproj_error_per_observation_px"], 0.5)
-        self.assertGreater(record["timings"]["ba_s"], 0)
+        self.assertGreater(outcome.timings["ba_s"], 0)  # the run's records have the timings, the folder has not
+        self.assertNotIn("timings", record)
         model = pycolmap.Reconstruction(str(folder / "sparse"))
         self.assertEqual(len(model.cameras), 1)  # --shared-camera is on by default
         camera = next(iter(model.cameras.values()))

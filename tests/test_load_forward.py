@@ -1,5 +1,5 @@
-"""The forward stage: VGGT's own tracks for several query frames (reordered windows as extra batch elements),
-and frame loading that decodes each frame once."""
+"""The forward stage: VGGT's own tracks for several query frames (reordered windows as extra batch elements), the
+same bits whatever the process's thread count, and frame loading that decodes each frame once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vae_pipeline.frames import discover_sequences
 from vae_pipeline.model.random_weights import SMALL_CONFIG, random_vggt
@@ -58,6 +59,27 @@ class VggtTracksTest(unittest.TestCase):
         for with_tracks, without in zip(self.predictions, plain):
             np.testing.assert_allclose(with_tracks.extrinsic, without.extrinsic, atol=1e-5)
             np.testing.assert_allclose(with_tracks.depth, without.depth, rtol=1e-4, atol=1e-5)
+
+
+class CpuThreadsTest(unittest.TestCase):
+    def test_predictions_do_not_depend_on_the_process_thread_count(self) -> None:
+        # torch's CPU kernels split reductions by thread count; this model's camera head shows it in the last bits
+        # when the pass runs with the process's own count (all cores locally, one per CPU in a Ray worker).
+        options = PipelineOptions(FRAMES, Path("unused"), window_size=4)
+        jobs = plan_jobs(discover_sequences(FRAMES), options)[:1]
+        inputs = [FrameStore(jobs, options.resize_mode).prepare_window(jobs[0])]
+        model = random_vggt(SMALL_CONFIG)
+        before = torch.get_num_threads()
+        predictions = {}
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                predictions[threads] = forward_windows(model, inputs, ReconstructionOptions(use_ba=False))[0]
+                self.assertEqual(torch.get_num_threads(), threads)  # the pass leaves the process as it was
+        finally:
+            torch.set_num_threads(before)
+        for name in ("extrinsic", "intrinsic", "depth", "depth_conf"):
+            np.testing.assert_array_equal(getattr(predictions[1], name), getattr(predictions[2], name), name)
 
 
 class FrameStoreTest(unittest.TestCase):

@@ -57,6 +57,21 @@ class DeclarationTest(unittest.TestCase):
                 PipelineOptions(Path("in"), Path("out"), **values).validate()
             self.assertEqual(str(caught.exception), message)
 
+    def test_ray_options_go_together(self) -> None:
+        cases = {
+            "--ray-address is for --executor ray": dict(ray_address="auto"),
+            "--device cuda:1 names one GPU of this machine": dict(executor="ray", device="cuda:1"),
+        }
+        for message, values in cases.items():
+            with self.subTest(message), self.assertRaises(OptionsError) as caught:
+                PipelineOptions(Path("in"), Path("out"), **values).validate()
+            self.assertTrue(str(caught.exception).startswith(message), caught.exception)
+        args = build_parser().parse_args(["--input-dir", "in", "--output-dir", "out", "--executor", "ray",
+                                          "--ray-address", "10.0.0.1:6379"])
+        options = options_from_args(args)
+        self.assertEqual((options.executor, options.ray_address), ("ray", "10.0.0.1:6379"))
+        options.validate()
+
     def test_output_affecting_settings(self) -> None:
         settings = PipelineOptions(Path("in"), Path("out"), window_batch_size=None).output_settings()
         self.assertEqual(set(settings), {

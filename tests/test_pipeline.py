@@ -156,8 +156,13 @@ class OutputLayoutTest(PipelineTestCase):
         self.assertEqual(record["status"], "ok")
         self.assertEqual(record["ba"], "off")
         self.assertEqual([f["name"] for f in record["frames"]], names[4:8])
-        self.assertEqual(record["provenance"]["flags"]["window_size"], 4)
+        self.assertEqual(record["provenance"]["settings"]["window_size"], 4)
         self.assertTrue(record["provenance"]["model_fingerprint"])
+        # Only what the fingerprint covers: nothing of the run that computed the window.
+        self.assertNotIn("num_workers", record["provenance"]["settings"])
+        for run_specific in ("run_id", "timings"):
+            self.assertNotIn(run_specific, record)
+        self.assertNotIn("timings", (out / "batch_000/window_001/window_info.txt").read_text())
         manifest = read_manifest(out)
         self.assertEqual(sorted(m["folder"] for m in manifest.values()), sorted(expected))
         summary = json.loads((out / "summary.json").read_text())
@@ -392,6 +397,7 @@ class FailureTest(PipelineTestCase):
             "shard out of range": ["--input-dir", FRAMES, "--output-dir", out, "--shard", "2/2"],
             "unwritable output": ["--input-dir", FRAMES, "--output-dir", blocker / "out"],
             "output inside input": ["--input-dir", FRAMES.parent, "--output-dir", FRAMES.parent / "out"],
+            "ray address without ray": ["--input-dir", FRAMES, "--output-dir", out, "--ray-address", "auto"],
             "missing checkpoint": ["--input-dir", FRAMES, "--output-dir", out, "--checkpoint",
                                    self.tmp / "missing.pt"],
             "unloadable checkpoint": ["--input-dir", FRAMES, "--output-dir", out, "--checkpoint", garbage],

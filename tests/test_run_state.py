@@ -17,6 +17,10 @@ from test_pipeline import FAST, FRAMES, REPO, PipelineTestCase, last_run_log, ru
 from tiny_model import write_checkpoint
 
 from vae_pipeline.export.compare import read_manifest
+from vae_pipeline.frames import discover_sequences
+from vae_pipeline.options import PipelineOptions
+from vae_pipeline.pipeline import plan_jobs
+from vae_pipeline.run_state import ClaimedJobs, RunState
 
 
 def run_logs(output_dir: Path) -> list[list[dict]]:
@@ -216,3 +220,23 @@ class KeepTest(PipelineTestCase):
         self.assertEqual((summary["written"], summary["dropped"], summary["failed"]), (0, 2, 0))
         self.run_ok(frames, out, "--window-size", "2", "--window-stride", "2", "--keep", "good")  # dropped windows are finished
         self.assertEqual(collections.Counter(line["status"] for line in last_run_log(out)), {"skipped": 2})
+
+
+class ClaimedBatchesTest(PipelineTestCase):
+    def test_a_batch_holds_windows_of_one_sequence_whatever_the_executor(self) -> None:
+        root = self.tmp / "two_folders"
+        shutil.rmtree(root, ignore_errors=True)
+        sources = sorted(FRAMES.iterdir())
+        for folder, chosen in (("a", sources[:6]), ("b", sources[6:10])):
+            (root / folder).mkdir(parents=True)
+            for source in chosen:
+                shutil.copy(source, root / folder / source.name)
+        options = PipelineOptions(root, self.output("batches_out"), window_size=2, window_stride=2)
+        jobs = plan_jobs(discover_sequences(root), options)  # a: 3 windows, b: 2
+        with RunState(options.output_dir) as state:
+            source = ClaimedJobs(state, jobs)
+            batches = []
+            while (taken := source.take(4)).claimed:
+                batches.append([job.window_id for job in taken.claimed])
+                self.assertEqual(source.pass_ended, len(batches) == 2)
+        self.assertEqual(batches, [["a/window_000", "a/window_001", "a/window_002"], ["b/window_000", "b/window_001"]])

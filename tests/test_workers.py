@@ -17,7 +17,7 @@ from vae_pipeline.finish import FinishSettings
 from vae_pipeline.frames import decode_image, discover_sequences
 from vae_pipeline.jobs import WindowJob
 from vae_pipeline.options import PipelineOptions
-from vae_pipeline.pipeline import provenance
+from vae_pipeline.pipeline import window_provenance
 from vae_pipeline.reconstruct import ReconstructionOptions, WindowPrediction
 from vae_pipeline.synthetic import read_ground_truth
 from vae_pipeline.workers import CRASH_REASON, FinishPool, worker_pool
@@ -73,8 +73,7 @@ class FinishPoolTest(unittest.TestCase):
     def test_workers_do_not_import_torch(self) -> None:
         job, prediction = self.window(0)
         options = PipelineOptions(SCENE / "images", self.output)
-        # The settings as a run makes them: provenance names the torch version, as a str (not torch's subclass).
-        settings = FinishSettings(self.output, options.reconstruction, provenance(options))
+        settings = FinishSettings(self.output, options.reconstruction, window_provenance(options))  # as a run makes them
         pool = worker_pool(1)
         try:
             loaded = pool.submit(torch_is_loaded, job, prediction, settings).result()

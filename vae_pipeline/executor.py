@@ -8,6 +8,9 @@
 load in a background thread into pinned memory while the device runs the previous batch, and CPU worker
 processes finish windows while the device runs the next: ``workers.FinishPool``) or inline (each batch loads,
 runs and finishes before the next starts). Bounded queues keep memory flat on any input length.
+
+``--executor ray`` (``ray_executor``) runs the same stage functions, ``run_batch`` included, on a Ray cluster,
+on the same batches: both take them from the job source (``run_state.ClaimedJobs.take``), which decides them.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class JobSource(Protocol):
     jobs: list[WindowJob]
 
     def take(self, count: int) -> Taken: ...
+
+    @property
+    def pass_ended(self) -> bool: ...
 
 
 def run_batch(

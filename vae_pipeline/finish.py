@@ -1,14 +1,27 @@
-"""Stage 3: reconstruct one window and write its folder. Runs in CPU worker processes, so no torch here."""
+"""Stage 3: reconstruct one window and write its folder. Runs in CPU worker processes, so no torch here.
+
+The stage runs single-threaded wherever it runs (bundle adjustment is; OpenCV is set to one thread while it
+runs): one window per core is how every executor uses the CPUs, and a window's folder must not depend on how
+many threads the process that finished it had.
+
+What a window's folder holds depends only on the window's fingerprint (its frames, the model and the
+output-affecting settings): no run id, timing, device or executor goes into it, so the same input gives the same
+bytes however and wherever it was computed. Those go to the run's own records (``WindowOutcome``: the manifest
+and the run's log; ``summary.json``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import cv2
 
 from .export.window_folder import write_window_folder
 from .jobs import DROPPED, OK, WindowJob, WindowOutcome, describe_error, frame_copies_dir
@@ -23,7 +36,8 @@ log = logging.getLogger(__name__)
 class FinishSettings:
     """What a worker needs besides the window itself (picklable, the same for every window of a run).
 
-    keep: the lowest verdict that gets a folder (``--keep``); run_id: the run that writes the windows.
+    provenance: what ``window.json`` records of where the window came from (package, model and its fingerprint,
+    the output-affecting settings); keep: the lowest verdict that gets a folder (``--keep``).
     """
 
     output_dir: Path
@@ -32,7 +46,6 @@ class FinishSettings:
     colmap_text: bool = False
     save_depth: bool = False
     keep: str = "poor"
-    run_id: str | None = None
 
 
 def finish_window(job: WindowJob, prediction: WindowPrediction, settings: FinishSettings) -> WindowOutcome:
@@ -44,11 +57,12 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
     start = time.perf_counter()
     try:
         options = dataclasses.replace(settings.reconstruction, window_id=job.window_id)
-        result = reconstruct_window(prediction, options)
+        with single_threaded_opencv():
+            result = reconstruct_window(prediction, options)
         report = result.report
         described = dict(
             ba=report.ba, ba_reason=report.ba_reason, verdict=report.verdict, verdict_reason=report.verdict_reason,
-            metrics=dataclasses.asdict(report.metrics), run_id=settings.run_id,
+            metrics=dataclasses.asdict(report.metrics),
         )
         if not keeps(settings.keep, report.verdict):
             reason = f"verdict {report.verdict} is below --keep {settings.keep}"
@@ -74,6 +88,16 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
         return WindowOutcome.failed(job, describe_error(exc))
 
 
+@contextlib.contextmanager
+def single_threaded_opencv() -> Iterator[None]:
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def frame_files(job: WindowJob, output_dir: Path) -> list[tuple[str, Path]]:
     """(name, file) of each frame for ``images/``: the decoded copy the load stage wrote, where it wrote one
     (video frames, EXIF-rotated or transparent images), else the input file itself."""
@@ -89,7 +113,8 @@ def frame_files(job: WindowJob, output_dir: Path) -> list[tuple[str, Path]]:
 def window_record(
     job: WindowJob, prediction: WindowPrediction, result: ReconstructionResult, settings: FinishSettings
 ) -> dict[str, Any]:
-    """What ``window.json`` holds: frames, cameras, outcome, metrics, timings and provenance."""
+    """What ``window.json`` holds: the window's identity and fingerprint, its outcome and metrics, frames,
+    cameras and provenance; nothing that depends on the run that computed it (see the module docstring)."""
     reconstruction = result.reconstruction
     images = {image.name: image for image in reconstruction.images.values()}
     cameras = []
@@ -127,10 +152,14 @@ def window_record(
         "window": job.window_index,
         "batch": job.batch_index,
         "fingerprint": job.fingerprint or None,
-        "run_id": settings.run_id,
-        **result.info,
+        **_without_timings(result.info),
         "model_input": {"width": w, "height": h},
         "frames": frames,
         "cameras": cameras,
         "provenance": settings.provenance,
     }
+
+
+def _without_timings(info: dict[str, Any]) -> dict[str, Any]:
+    """How long the steps took belongs to the run (the manifest has it), not to the window's folder."""
+    return {key: value for key, value in info.items() if key != "timings"}

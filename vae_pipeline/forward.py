@@ -5,10 +5,15 @@ outcome.
 
 Also what sizes and protects those passes: ``auto_batch_size`` (``--window-batch-size auto``) and the split and
 retry of a batch that runs out of device memory.
+
+On the CPU the pass always runs with ``CPU_FORWARD_THREADS`` intra-op threads, set here: torch's CPU kernels
+split their reductions by thread count, so the last bits of a prediction depend on it, and each executor would
+otherwise bring its own (all cores in a local run, one per CPU a Ray worker is given).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MEMORY_HEADROOM = 0.85
 MAX_AUTO_BATCH = 64
+CPU_FORWARD_THREADS = 4
 
 
 def auto_batch_size(model: torch.nn.Module, jobs: list[WindowJob], options: PipelineOptions) -> int:
@@ -106,10 +112,25 @@ def forward_windows(
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, inputs in enumerate(batch):
         groups[inputs.shape].append(i)
-    for indices in groups.values():
-        for i, result in zip(indices, _forward_split([batch[i] for i in indices], model, options, stats)):
-            results[i] = result
+    with pinned_cpu_threads(_device_of(model)):
+        for indices in groups.values():
+            for i, result in zip(indices, _forward_split([batch[i] for i in indices], model, options, stats)):
+                results[i] = result
     return [results[i] for i in range(len(batch))]
+
+
+@contextlib.contextmanager
+def pinned_cpu_threads(device: torch.device):
+    """On the CPU, torch's intra-op threads are ``CPU_FORWARD_THREADS`` inside (see the module docstring)."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(CPU_FORWARD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _forward_split(

@@ -9,9 +9,10 @@ Whether a setting affects output decides whether a rerun with another value may 
   included);
 - not output-affecting: ``--input-dir`` (the frames themselves are fingerprinted, so a moved input folder is the
   same input), ``--output-dir``, ``--overwrite``, ``--num-workers``, ``--shard``, ``--compile`` (the same
-  arithmetic), ``-v``/``-q``, and ``--device``: another device gives the same model's results within numerical
+  arithmetic), ``--executor`` and ``--ray-address`` (every executor runs the same stages on the same batches),
+  ``-v``/``-q``, and ``--device``: another device gives the same model's results within numerical
   precision, and refusing to resume on ``cuda:1`` what ``cuda:0`` started would break shared output folders on
-  mixed clusters (the device is recorded in each window's provenance).
+  mixed clusters (the device is recorded in the run's summary.json).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ DEFAULT_MODEL = "facebook/VGGT-1B"
 FOLDER_BATCH_SIZE_FOR_AUTO = 4
 RESIZE_MODES = ("aspect", "square")
 KEEP_CHOICES = ("good", "poor", "all")
+EXECUTORS = ("local", "ray")
 
 GROUP_TITLES = {
     "io": "input and output",
     "windows": "windows and batches",
     "model": "model",
+    "execution": "execution",
     "reconstruction": "reconstruction",
 }
 
@@ -147,8 +150,17 @@ class PipelineOptions:
         False, affects_output=False, negatable=True, group="model",
         help="torch.compile the model on CUDA (pays off on long runs; costs start-up time).")
     num_workers: int = setting(
-        affects_output=False, default_factory=default_num_workers, check=at_least(0), group="model",
-        help="CPU worker processes for reconstruction and export (0: in the main process).")
+        affects_output=False, default_factory=default_num_workers, check=at_least(0), group="execution",
+        help="CPU worker processes for reconstruction and export (0: in the main process); --executor local.")
+    executor: str = setting(
+        "local", affects_output=False, choices=EXECUTORS, group="execution",
+        help="local: this process, its device and --num-workers CPU processes; ray: the same stages on a Ray "
+        "cluster (decoding and reconstruction as CPU tasks, the forward pass in one actor per GPU), from the "
+        "package's [ray] extra.")
+    ray_address: str | None = setting(
+        None, affects_output=False, group="execution", metavar="ADDRESS",
+        help="--executor ray: the cluster to join ('auto': the one `ray start` runs on this machine, or "
+        "host:port); by default a running local Ray, else one started for this run and stopped after it.")
     reconstruction: ReconstructionOptions = nested(ReconstructionOptions, group="reconstruction")
 
     @property
@@ -169,6 +181,13 @@ class PipelineOptions:
             raise OptionsError(
                 f"--window-stride {self.window_stride} is larger than --window-size {self.window_size}: frames "
                 "between windows would be dropped"
+            )
+        if self.ray_address is not None and self.executor != "ray":
+            raise OptionsError("--ray-address is for --executor ray; add --executor ray or leave it out")
+        if self.executor == "ray" and ":" in self.device:
+            raise OptionsError(
+                f"--device {self.device} names one GPU of this machine; with --executor ray every actor has a GPU "
+                "of its own: use --device cuda, auto or cpu"
             )
         input_dir, output_dir = Path(self.input_dir).resolve(), Path(self.output_dir).resolve()
         if output_dir.is_relative_to(input_dir):

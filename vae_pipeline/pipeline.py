@@ -7,11 +7,13 @@ The stages are plain functions over typed data, which every way of running them 
    predictions;
 3. ``finish.finish_window``: reconstruct one window and write its folder (in CPU worker processes).
 ``process_window_batch`` runs them for one batch, one after another; ``executor.run_windows`` runs a whole
-plan, overlapped or not. ``run_state`` makes the output folder safe to share between processes.
+plan, overlapped or not, in this process and its workers; ``ray_executor.RayStages`` runs it on a Ray cluster
+(``--executor ray``). ``run_state`` makes the output folder safe to share between processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, ray_executor
 from .executor import run_batch, run_windows
 from .export.text_model import text_model_problem
 from .export.window_folder import remove_stale_staging
@@ -114,15 +116,28 @@ def plan_jobs(sequences: list[Sequence], options: PipelineOptions) -> list[Windo
 
 
 def provenance(options: PipelineOptions, model_fingerprint: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Where a result came from: package, model (with a fingerprint of its weights when known) and every flag."""
+    """Where a run's results came from (``summary.json``): package, torch, model (with a fingerprint of its
+    weights when known), ``extra`` (device, executor, run id) and every flag."""
     return {
         "package": "vae_pipeline",
         "package_version": __version__,
         "model_source": options.model_source,
         "model_fingerprint": model_fingerprint,
-        "torch_version": str(torch.__version__),  # a str subclass whose unpickling would import torch in workers
+        "torch_version": str(torch.__version__),
         **extra,
         "flags": options.as_record(),
+    }
+
+
+def window_provenance(options: PipelineOptions, model_fingerprint: str | None = None) -> dict[str, Any]:
+    """Where a window came from (``window.json``): package, model and the output-affecting settings, as the
+    window's fingerprint covers them; nothing of the run that happened to compute it."""
+    return {
+        "package": "vae_pipeline",
+        "package_version": __version__,
+        "model_source": options.model_source,
+        "model_fingerprint": model_fingerprint,
+        "settings": run_settings(options, model_fingerprint),
     }
 
 
@@ -138,6 +153,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return f"sha256-sample:{digest.hexdigest()}"
 
 
+def finish_settings(options: PipelineOptions, window_record_provenance: dict[str, Any]) -> FinishSettings:
+    return FinishSettings(
+        options.output_dir, options.reconstruction, window_record_provenance, colmap_text=options.colmap_text,
+        save_depth=options.save_depth, keep=options.keep,
+    )
+
+
 def process_window_batch(
     model: torch.nn.Module,
     window_batch: list[WindowJob],
@@ -150,14 +172,10 @@ def process_window_batch(
     """One forward pass for a batch of windows, then per-window reconstruction and export, one after another.
 
     Returns one outcome per window, in window order; a window that fails is recorded with its reason and never
-    stops the others; a failure of the output's storage (a full disk, ...) raises ``OutputError``.
-    ``executor.run_windows`` runs whole plans through the same stages.
+    stops the others. ``executor.run_windows`` runs whole plans through the same stages.
     """
     log.debug("batch %d: %d windows", batch_idx, len(window_batch))
-    settings = settings or FinishSettings(
-        config.output_dir, config.reconstruction, provenance(config), colmap_text=config.colmap_text,
-        save_depth=config.save_depth, keep=config.keep,
-    )
+    settings = settings or finish_settings(config, window_provenance(config))
     store = FrameStore(window_batch, config.resize_mode, config.output_dir)
     loaded = [load_window(store, job) for job in window_batch]
     outcomes: dict[str, WindowOutcome] = {}
@@ -180,19 +198,29 @@ def run_pipeline(
     """Run this process's share of the windows under ``options.input_dir`` into ``options.output_dir``.
 
     Windows finished earlier with the same fingerprint are skipped; windows other processes are computing are
-    left to them. ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models);
-    ``overlapped=False`` runs the stages one after another instead of concurrently.
+    left to them. ``model`` replaces loading ``options.model_source`` (benchmarks pass random-weight models; not
+    with ``--executor ray``, whose actors load the model themselves); ``overlapped=False`` runs the stages one
+    after another instead of concurrently.
 
     Errors of input, flags and checkpoint are found before the output folder is created. A failure of the output's
     storage (``OutputError``: a full disk, ...) stops the run; the windows finished before it are kept.
     """
     start = time.perf_counter()
+    # Absolute paths: a window's record names its frames the same way whichever process (or machine) wrote it.
+    options = replace(options, input_dir=Path(options.input_dir).absolute(),
+                      output_dir=Path(options.output_dir).absolute())
+    on_ray = options.executor == "ray"
+    if on_ray:
+        ray_executor.require_ray(options.ray_address)
+        if model is not None:
+            raise OptionsError("--executor ray: each actor loads the model from --model or --checkpoint; a model "
+                               "object cannot be sent to them")
     inputs = discover_inputs(options.input_dir, options.frame_step)
     for notice in inputs.notices:
         log.warning("%s", notice.message)
     if options.colmap_text and (problem := text_model_problem(inputs.sequences)):
         raise OptionsError(problem)
-    device = resolve_device(options.device)
+    device = None if on_ray else resolve_device(options.device)
     checkpoint = None
     if model is None:
         checkpoint = check_checkpoint(resolve_checkpoint(options.model_source))
@@ -212,7 +240,8 @@ def run_pipeline(
 
     tally = {OK: 0, DROPPED: 0, FAILED: 0, SKIPPED: 0, CLAIMED_ELSEWHERE: 0}
     stats = ForwardStats()
-    with RunState(output_dir) as state:
+    device_name = str(device) if device is not None else "ray"
+    with RunState(output_dir) as state, contextlib.ExitStack() as cluster:
         state.adopt_settings(settings, options.model_source, options.overwrite, PipelineOptions.describe)
 
         def record(outcome: WindowOutcome) -> None:
@@ -242,19 +271,25 @@ def run_pipeline(
             tally[SKIPPED], len(pending),
             f"; {len(inputs.failures)} input(s) cannot be read" if inputs.failures else "",
         )
-        if model is None and pending:
+        ray_stages = None
+        if pending and on_ray:
+            ray_stages = cluster.enter_context(ray_executor.RayStages.start(options, model_fingerprint))
+            device_name = ray_stages.device_name
+        elif pending and model is None:
             log.info("loading model %s on %s", describe_source(checkpoint), device)
             model = prepare_for_inference(load_vggt(checkpoint, device=device), compile=options.compile)
-        run_provenance = provenance(options, model_fingerprint, device=str(device), run_id=state.run_id)
-        finish_settings = FinishSettings(
-            output_dir, options.reconstruction, run_provenance, colmap_text=options.colmap_text,
-            save_depth=options.save_depth, keep=options.keep, run_id=state.run_id,
-        )
+        run_provenance = provenance(options, model_fingerprint, device=device_name, executor=options.executor,
+                                    run_id=state.run_id)
+        settings_of_windows = finish_settings(options, window_provenance(options, model_fingerprint))
         stopped_by: OutputError | None = None
         try:
             if pending:
-                run_windows(model, ClaimedJobs(state, pending, redo_before), options, finish_settings, record,
-                            stats=stats, overlapped=overlapped, progress=progress)
+                source = ClaimedJobs(state, pending, redo_before)
+                if ray_stages is not None:
+                    ray_stages.run(source, settings_of_windows, record, stats=stats, progress=progress)
+                else:
+                    run_windows(model, source, options, settings_of_windows, record, stats=stats,
+                                overlapped=overlapped, progress=progress)
         except OutputError as exc:
             stopped_by = exc
             raise OutputError(f"{exc}. The run stopped; the windows it finished are kept, and the same command "
@@ -264,7 +299,7 @@ def run_pipeline(
             this_run = dict(
                 run_id=state.run_id, run_written=tally[OK], run_dropped=tally[DROPPED], run_failed=tally[FAILED],
                 skipped=tally[SKIPPED], claimed_elsewhere=tally[CLAIMED_ELSEWHERE], elapsed_s=elapsed,
-                device=str(device), device_busy_s=stats.device_seconds, forward_passes=stats.forward_passes,
+                device=device_name, device_busy_s=stats.device_seconds, forward_passes=stats.forward_passes,
                 oom_splits=stats.oom_splits,
             )
 

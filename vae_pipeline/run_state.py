@@ -355,8 +355,7 @@ class RunState:
                 job, OK,
                 ba=window_json.get("ba"), ba_reason=window_json.get("ba_reason"),
                 verdict=window_json.get("verdict"), verdict_reason=window_json.get("verdict_reason"),
-                metrics=window_json.get("metrics") or {}, timings=window_json.get("timings") or {},
-                run_id=window_json.get("run_id"),
+                metrics=window_json.get("metrics") or {},
                 finished_at=iso_utc(window_json_path.stat().st_mtime),
             )
             if not self._kept(outcome, redo_finished_before):
@@ -508,11 +507,14 @@ def _window_folders(output_dir: Path) -> Iterator[Path]:
 
 
 class ClaimedJobs:
-    """This run's windows, claimed a batch at a time just before they are loaded (a ``JobSource``).
+    """This run's windows, claimed a batch at a time (a ``JobSource``).
 
+    ``take(count)`` claims the next windows in plan order, up to ``count`` of one sequence: a batch never spans two
+    sequences, so every executor forms the same batches from the same claims (the local one claims each batch
+    just before loading it, the Ray one a pass at a time) and a sequence's frames are decoded in one place.
     Windows finished meanwhile (by a concurrent run) are passed over as skipped. A window another live process
-    holds is passed over too, and looked at once more after all the others: if its claimer has died or finished
-    it meanwhile, this run takes it or skips it; else it is logged as claimed elsewhere.
+    holds is passed over too, and looked at once more after all the others (the second pass): if its claimer
+    has died or finished it meanwhile, this run takes it or skips it; else it is logged as claimed elsewhere.
     """
 
     def __init__(self, state: RunState, jobs: list[WindowJob], redo_finished_before: float | None = None):
@@ -523,15 +525,22 @@ class ClaimedJobs:
         self._deferred: list[WindowJob] = []
         self._revisiting = False
 
+    @property
+    def pass_ended(self) -> bool:
+        """Whether every window of the current pass has been handed out (the next ``take`` starts the second
+        pass, or finds nothing)."""
+        return not self._queue
+
     def take(self, count: int) -> Taken:
         taken = Taken([])
-        while len(taken.claimed) < count:
-            if not self._queue:
-                if self._revisiting or not self._deferred:
-                    break
-                self._queue.extend(self._deferred)
-                self._deferred, self._revisiting = [], True
-            job = self._queue.popleft()
+        if not self._queue and not self._revisiting and self._deferred:
+            self._queue.extend(self._deferred)
+            self._deferred, self._revisiting = [], True
+        while self._queue and len(taken.claimed) < count:
+            job = self._queue[0]
+            if taken.claimed and job.sequence.name != taken.claimed[0].sequence.name:
+                break
+            self._queue.popleft()
             result = self._state.claim(job, self._redo)
             if result.status == "claimed":
                 taken.claimed.append(job)

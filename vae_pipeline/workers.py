@@ -29,8 +29,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
-import cv2
-
 from .finish import FinishSettings, finish_window
 from .jobs import WindowJob, WindowOutcome
 from .native import quiet_native_libraries
@@ -171,17 +169,13 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 def _init_worker(parent_pid: int, verbose: bool) -> None:
-    """Set up one worker process (see the module docstring).
-
-    Workers are as many as the cores: each keeps to one thread (bundle adjustment already does), or OpenCV's
-    thread pool in every worker would oversubscribe the machine many times over.
-    """
+    """Set up one worker process (see the module docstring). Workers are as many as the cores, and the finish
+    stage keeps each to one thread."""
     _end_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_native_libraries(verbose)  # SIGTERM: the default again, a silent end
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_UNTIL_READY)
-    cv2.setNumThreads(1)
 
 
 def _end_with_parent(parent_pid: int) -> None:

@@ -1,10 +1,15 @@
 """Do two runs agree? The same windows succeed, and every camera agrees within 1e-4 in
 rotation and translation and 1e-3 px in its intrinsics. (Float32 batching moves results by about 1e-6, so
-bit-identity is not the test.)"""
+bit-identity is not the test between runs with other batch sizes or devices.)
+
+``compare_window_files`` is the strict test, for runs that must agree to the byte: the same input, settings and
+batches through another executor.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +66,25 @@ def compare_models(a: Path, b: Path) -> list[str]:
         if params_error > INTRINSICS_TOLERANCE_PX:
             differences.append(f"{name}: intrinsics differ by {params_error:.2e} px")
     return differences
+
+
+def window_files(output_dir: Path) -> dict[str, tuple[str, bytes | str]]:
+    """Every file under every window folder of ``output_dir``, by relative path: ``("file", its bytes)``, or
+    ``("link", its target)`` for a link (the frames in ``images/``)."""
+    found = {}
+    for folder in sorted(output_dir.glob("**/batch_*/window_*")):
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(output_dir).as_posix()
+            if path.is_symlink():
+                found[relative] = ("link", os.readlink(path))
+            elif path.is_file():
+                found[relative] = ("file", path.read_bytes())
+    return found
+
+
+def compare_window_files(a: Path, b: Path) -> list[str]:
+    """Files of the window folders of ``a`` and ``b`` that are not byte for byte the same (or exist in one only)."""
+    files_a, files_b = window_files(a), window_files(b)
+    return [f"{name}: only under {a if name in files_a else b}" for name in sorted(set(files_a) ^ set(files_b))] + [
+        f"{name}: differs" for name in sorted(set(files_a) & set(files_b)) if files_a[name] != files_b[name]
+    ]

@@ -8,6 +8,7 @@ complete, so a window folder that exists is always whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -98,14 +99,30 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+PUBLISH_ATTEMPTS = 5
+
+
 def _publish(staging: Path, folder: Path) -> None:
-    if folder.exists():
+    """Rename ``staging`` to ``folder``, retiring the folder that is there.
+
+    Two processes may publish the same window at once: a task that a cluster retried because its worker was
+    lost, while the first attempt still ran. They write the same bytes, so whichever lands last is as good; this
+    only has to not fail when the other one's rename comes between ours.
+    """
+    for _ in range(PUBLISH_ATTEMPTS):
+        try:
+            os.replace(staging, folder)  # atomic; fails only when a non-empty folder is in the way
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
         retired = folder.parent / f".{folder.name}.old-{owner()}"
-        os.replace(folder, retired)
-        os.replace(staging, folder)
+        try:
+            os.replace(folder, retired)
+        except FileNotFoundError:
+            continue  # the other publisher retired it first
         shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, folder)
+    os.replace(staging, folder)
 
 
 def remove_window_folder(folder: Path) -> None:
@@ -173,17 +190,18 @@ def _jsonable(value: Any) -> Any:
 def format_window_info(record: dict[str, Any]) -> str:
     """The human-readable summary beside ``window.json``."""
     metrics = record.get("metrics", {})
+    provenance = record.get("provenance", {})
     lines = [
         f"window: {record.get('window_id')}",
         f"status: {record.get('status')}",
         f"bundle adjustment: {record.get('ba')}" + (f" ({record['ba_reason']})" if record.get("ba_reason") else ""),
+        f"verdict: {record.get('verdict')}" + (f" ({record['verdict_reason']})" if record.get("verdict_reason") else ""),
         f"frames ({len(record.get('frames', []))}):",
         *(f"  {f['name']}  {f['width']}x{f['height']}  <- {f['source']}" for f in record.get("frames", [])),
         "metrics:",
         *(f"  {k}: {v}" for k, v in metrics.items()),
-        "timings (s):",
-        *(f"  {k}: {v:.3f}" for k, v in record.get("timings", {}).items()),
-        f"model: {record.get('provenance', {}).get('model_source')}",
-        f"vae_pipeline {record.get('provenance', {}).get('package_version')}",
+        f"model: {provenance.get('model_source')} ({provenance.get('model_fingerprint')})",
+        f"vae_pipeline {provenance.get('package_version')}",
+        f"fingerprint: {record.get('fingerprint')}",
     ]
     return "\n".join(lines) + "\n"
