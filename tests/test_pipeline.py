@@ -156,10 +156,10 @@ class OutputLayoutTest(PipelineTestCase):
         self.assertEqual(record["status"], "ok")
         self.assertEqual(record["ba"], "off")
         self.assertEqual([f["name"] for f in record["frames"]], names[4:8])
-        self.assertEqual(record["provenance"]["settings"]["window_size"], 4)
+        self.assertEqual(record["provenance"]["flags"]["window_size"], 4)
         self.assertTrue(record["provenance"]["model_fingerprint"])
         # Only what the fingerprint covers: nothing of the run that computed the window.
-        self.assertNotIn("num_workers", record["provenance"]["settings"])
+        self.assertNotIn("num_workers", record["provenance"]["flags"])
         for run_specific in ("run_id", "timings"):
             self.assertNotIn(run_specific, record)
         self.assertNotIn("timings", (out / "batch_000/window_001/window_info.txt").read_text())

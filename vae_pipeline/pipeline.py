@@ -137,7 +137,7 @@ def window_provenance(options: PipelineOptions, model_fingerprint: str | None = 
         "package_version": __version__,
         "model_source": options.model_source,
         "model_fingerprint": model_fingerprint,
-        "settings": run_settings(options, model_fingerprint),
+        "flags": run_settings(options, model_fingerprint),
     }
 
 
