@@ -335,6 +335,14 @@ class InputTest(PipelineTestCase):
             self.assertEqual(sizes.pop(odd.name), (168, 224))
             self.assertEqual(set(sizes.values()), {(224, 168)})
 
+    def test_report_at_the_end_of_the_run(self) -> None:
+        out = self.output("report_out")
+        self.run_ok(self.frames_copy("report_frames", 6), out, "--window-size", "4", "--window-stride", "2",
+                    "--report")
+        page = (out / "report" / "index.html").read_text()
+        for window_id in read_manifest(out):
+            self.assertIn(window_id, page)
+
     def test_video_with_frame_step(self) -> None:
         videos = self.tmp / "videos"
         shutil.rmtree(videos, ignore_errors=True)

@@ -14,6 +14,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 EXIT_OK, EXIT_WINDOWS_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
@@ -104,7 +105,20 @@ def _main(argv: list[str] | None) -> int:
     except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if options.report:
+        write_run_report(options.output_dir)
     return EXIT_OK if summary.run_failed == 0 else EXIT_WINDOWS_FAILED
+
+
+def write_run_report(output_dir: Path) -> None:
+    """``--report``: the run report of the output folder. The windows are written whatever happens to it, so a
+    report that cannot be written is a warning, not the run's failure."""
+    from .report import ReportInputError, write_report  # matplotlib, imported only when asked for
+
+    try:
+        log.info("report: %s", write_report(output_dir))
+    except (ReportInputError, OSError) as exc:
+        log.warning("the report could not be written: %s", exc)
 
 
 if __name__ == "__main__":

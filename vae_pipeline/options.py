@@ -115,6 +115,10 @@ class PipelineOptions:
         help="Lowest verdict that gets a window folder; windows below it are recorded in the manifest as dropped.")
     colmap_text: bool = setting(
         False, affects_output=True, group="io", help="Also write the COLMAP model as text files.")
+    report: bool = setting(
+        False, affects_output=False, group="io",
+        help="At the end of the run, write OUT/report/index.html (python -m vae_pipeline.report), with the "
+        "accuracy of OUT/evaluation.json when one is there.")
     save_depth: bool = setting(
         False, affects_output=True, group="io",
         help="Also write per-frame depth and confidence maps (float16 .npz) in depth/.")
