@@ -11,7 +11,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
-from worker_probe import torch_is_loaded
+from worker_probe import threads_while_finishing, torch_is_loaded
 
 from vae_pipeline.finish import FinishSettings
 from vae_pipeline.frames import decode_image, discover_sequences
@@ -80,6 +80,18 @@ class FinishPoolTest(unittest.TestCase):
         finally:
             pool.shutdown()
         self.assertFalse(loaded)
+
+    def test_a_window_is_finished_on_one_thread(self) -> None:
+        # Each worker is one window on one core: a BLAS pool as large as the machine in every worker would run
+        # cores x workers threads.
+        pool = worker_pool(1)
+        try:
+            threads = pool.submit(threads_while_finishing).result()
+        finally:
+            pool.shutdown()
+        self.assertIn("opencv", threads)
+        self.assertTrue(any("blas" in name for name in threads), threads)
+        self.assertEqual(set(threads.values()), {1}, threads)
 
 
 if __name__ == "__main__":

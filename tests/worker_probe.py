@@ -9,3 +9,16 @@ import sys
 def torch_is_loaded(*unpickled: object) -> bool:
     """Run in a worker after it unpickled what ``finish_window`` gets."""
     return "torch" in sys.modules
+
+
+def threads_while_finishing() -> dict[str, int]:
+    """Run in a worker: how many threads OpenCV and each BLAS/OpenMP pool may use while a window is finished."""
+    import cv2
+    import threadpoolctl
+
+    from vae_pipeline.finish import single_threaded
+
+    with single_threaded():
+        pools = {f"{pool['internal_api']} {pool['filepath']}": pool["num_threads"]
+                 for pool in threadpoolctl.threadpool_info()}
+        return {"opencv": cv2.getNumThreads(), **pools}

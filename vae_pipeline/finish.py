@@ -1,7 +1,7 @@
 """Stage 3: reconstruct one window and write its folder. Runs in CPU worker processes, so no torch here.
 
-The stage runs single-threaded wherever it runs (bundle adjustment is; OpenCV is set to one thread while it
-runs): one window per core is how every executor uses the CPUs, and a window's folder must not depend on how
+The stage runs single-threaded wherever it runs (bundle adjustment is; OpenCV and the BLAS and OpenMP pools of
+numpy and scipy are set to one thread while it runs): one window per core is how every executor uses the CPUs, and a window's folder must not depend on how
 many threads the process that finished it had.
 
 What a window's folder holds depends only on the window's fingerprint (its frames, the model and the
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
+import threadpoolctl
 
 from .export.window_folder import write_window_folder
 from .jobs import DROPPED, OK, WindowJob, WindowOutcome, describe_error, frame_copies_dir
@@ -57,7 +58,7 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
     start = time.perf_counter()
     try:
         options = dataclasses.replace(settings.reconstruction, window_id=job.window_id)
-        with single_threaded_opencv():
+        with single_threaded():
             result = reconstruct_window(prediction, options)
         report = result.report
         described = dict(
@@ -89,11 +90,15 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
 
 
 @contextlib.contextmanager
-def single_threaded_opencv() -> Iterator[None]:
+def single_threaded() -> Iterator[None]:
+    """One thread for OpenCV and for the BLAS/OpenMP pools while a window is finished. Left alone, each worker
+    process would start a pool as large as the machine: 14 workers on 16 cores would run about 200 threads, and
+    a window's bytes could depend on the pool's size."""
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        yield
+        with threadpoolctl.threadpool_limits(limits=1):
+            yield
     finally:
         cv2.setNumThreads(previous)
 
