@@ -84,7 +84,7 @@ class WindowOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     fingerprint: str | None = None
     run_id: str | None = None
-    finished_at: str = field(default_factory=iso_utc)
+    finished_at: str | None = field(default_factory=iso_utc)
     source: str | None = None
 
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..evaluation.results import Evaluation, WindowEvaluation, read_evaluation
 from ..evaluation.windows import WINDOW_RECORD
+from ..jobs import WindowOutcome
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
@@ -45,63 +46,40 @@ def _numbers(data: dict[str, Any], name: str, where: str) -> dict[str, float]:
     return dict(values)
 
 
-@dataclass(frozen=True)
-class ManifestLine:
-    """One line of ``manifest.jsonl``: a window (``window`` set) or a whole sequence that could not be read
-    (``window`` None; its ``window_id`` is the sequence's name when the line gives none). ``folder`` is relative to
-    the output folder, None when the window has none. ``status``:
-    "ok", "failed", "dropped" (judged below the kept verdict: recorded, no folder) or, from older runs,
-    "skipped" (finished in an earlier run)."""
-
-    window_id: str
-    sequence: str
-    window: int | None
-    batch: int | None
-    folder: str | None
-    frames: tuple[str, ...]
-    status: str
-    reason: str | None = None
-    ba: str | None = None
-    ba_reason: str | None = None
-    verdict: str | None = None
-    verdict_reason: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    fingerprint: str | None = None
-    run_id: str | None = None
-    finished_at: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> ManifestLine:
-        if not isinstance(data, dict):
-            raise ReportInputError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        sequence = _get(data, "sequence", (str,), where, required=True)
-        frames = _get(data, "frames", (list,), where) or []
-        if not all(isinstance(name, str) for name in frames):
-            raise ReportInputError(f"{where}: 'frames' must be a list of file names")
-        finished_at = _get(data, "finished_at", (str, int, float), where)
-        return cls(
-            window_id=_get(data, "window_id", (str,), where) or sequence,
-            sequence=sequence,
-            window=_get(data, "window", (int,), where),
-            batch=_get(data, "batch", (int,), where),
-            folder=_get(data, "folder", (str,), where),
-            frames=tuple(frames),
-            status=_get(data, "status", (str,), where, required=True),
-            reason=_get(data, "reason", (str,), where),
-            ba=_get(data, "ba", (str,), where),
-            ba_reason=_get(data, "ba_reason", (str,), where),
-            verdict=_get(data, "verdict", (str,), where),
-            verdict_reason=_get(data, "verdict_reason", (str,), where),
-            metrics=_numbers(data, "metrics", where),
-            timings=_numbers(data, "timings", where),
-            fingerprint=_get(data, "fingerprint", (str,), where),
-            run_id=_get(data, "run_id", (str,), where),
-            finished_at=None if finished_at is None else str(finished_at),
-        )
+def manifest_line(data: Any, where: str) -> WindowOutcome:
+    """One line of ``manifest.jsonl`` as the outcome the pipeline recorded: a window (``window`` set) or a whole
+    sequence that could not be read (``window`` None; its ``window_id`` is the sequence's name when the line gives
+    none). Every field the report uses is checked; ``finished_at`` stays None when the line has none."""
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    sequence = _get(data, "sequence", (str,), where, required=True)
+    frames = _get(data, "frames", (list,), where) or []
+    if not all(isinstance(name, str) for name in frames):
+        raise ReportInputError(f"{where}: 'frames' must be a list of file names")
+    finished_at = _get(data, "finished_at", (str, int, float), where)
+    return WindowOutcome(
+        window_id=_get(data, "window_id", (str,), where) or sequence,
+        sequence=sequence,
+        window=_get(data, "window", (int,), where),
+        batch=_get(data, "batch", (int,), where),
+        folder=_get(data, "folder", (str,), where),
+        frames=list(frames),
+        status=_get(data, "status", (str,), where, required=True),
+        reason=_get(data, "reason", (str,), where),
+        ba=_get(data, "ba", (str,), where),
+        ba_reason=_get(data, "ba_reason", (str,), where),
+        verdict=_get(data, "verdict", (str,), where),
+        verdict_reason=_get(data, "verdict_reason", (str,), where),
+        metrics=_numbers(data, "metrics", where),
+        timings=_numbers(data, "timings", where),
+        fingerprint=_get(data, "fingerprint", (str,), where),
+        run_id=_get(data, "run_id", (str,), where),
+        finished_at=None if finished_at is None else str(finished_at),
+        source=_get(data, "source", (str,), where),
+    )
 
 
-def read_manifest(output_dir: Path) -> list[ManifestLine]:
+def read_manifest(output_dir: Path) -> list[WindowOutcome]:
     """Every line of ``output_dir/manifest.jsonl``; a window listed twice keeps its last line (the latest)."""
     path = output_dir / MANIFEST
     try:
@@ -110,7 +88,7 @@ def read_manifest(output_dir: Path) -> list[ManifestLine]:
         raise ReportInputError(f"{path}: not found; is {output_dir} the output folder of a pipeline run?") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportInputError(f"{path}: cannot be read ({exc})") from None
-    lines: dict[tuple[str, int | None], ManifestLine] = {}
+    lines: dict[tuple[str, int | None], WindowOutcome] = {}
     for number, text_line in enumerate(text.splitlines(), start=1):
         if not text_line.strip():
             continue
@@ -119,7 +97,7 @@ def read_manifest(output_dir: Path) -> list[ManifestLine]:
             data = json.loads(text_line)
         except json.JSONDecodeError as exc:
             raise ReportInputError(f"{where}: not JSON ({exc.msg})") from None
-        line = ManifestLine.from_dict(data, where)
+        line = manifest_line(data, where)
         lines[(line.window_id, line.window)] = line
     return list(lines.values())
 
@@ -238,7 +216,7 @@ class WindowEntry:
     indices in the sequence (None when the line lists no frames).
     """
 
-    line: ManifestLine
+    line: WindowOutcome
     folder: Path | None
     record: WindowRecord | None
     problem: str | None
@@ -295,7 +273,7 @@ class RunReport:
 
     output_dir: Path
     sequences: tuple[SequenceEntry, ...]
-    sequence_failures: tuple[ManifestLine, ...]
+    sequence_failures: tuple[WindowOutcome, ...]
     totals: RunTotals | None
     evaluation: Evaluation | None
     evaluation_path: Path | None
@@ -318,7 +296,7 @@ def read_run(output_dir: Path, evaluation: Path | None = None) -> RunReport:
         evaluated = _read_evaluation(evaluation_path)
     by_window = {window.window_id: window for window in evaluated.windows} if evaluated else {}
 
-    sequence_lines: dict[str, list[ManifestLine]] = {}
+    sequence_lines: dict[str, list[WindowOutcome]] = {}
     failures = []
     for line in lines:
         if line.window is None:
@@ -353,7 +331,7 @@ def _read_evaluation(path: Path) -> Evaluation:
         ) from None
 
 
-def _frame_order(lines: list[ManifestLine]) -> tuple[str, ...]:
+def _frame_order(lines: list[WindowOutcome]) -> tuple[str, ...]:
     """The sequence's frames in order: windows are consecutive frames in window order, so the first time each
     name appears, walking the windows in order, is its place."""
     seen: dict[str, None] = {}
@@ -363,7 +341,7 @@ def _frame_order(lines: list[ManifestLine]) -> tuple[str, ...]:
 
 
 def _window_entry(
-    output_dir: Path, line: ManifestLine, frame_index: dict[str, int], evaluation: WindowEvaluation | None
+    output_dir: Path, line: WindowOutcome, frame_index: dict[str, int], evaluation: WindowEvaluation | None
 ) -> WindowEntry:
     folder, record, problem = None, None, None
     if line.folder is not None and line.status in ("ok", "skipped"):
