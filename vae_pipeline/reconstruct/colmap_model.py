@@ -80,15 +80,19 @@ def build_reconstruction(
         )
         reconstruction.add_image_with_trivial_frame(image, pycolmap.Rigid3d(cam_from_world[frame].astype(np.float64)))
 
+    # pycolmap adds points one at a time; the loop works on plain Python lists, since indexing numpy arrays
+    # element by element would cost more than pycolmap itself (a feed-forward model has 100,000 points).
     by_point = np.lexsort((observations.frame, observations.point))
-    starts = np.searchsorted(observations.point[by_point], np.arange(len(points_xyz) + 1))
+    starts = np.searchsorted(observations.point[by_point], np.arange(len(points_xyz) + 1)).tolist()
+    image_ids = (observations.frame[by_point] + 1).tolist()
+    point2d_ids = point2d_index[by_point].tolist()
     xyz = points_xyz.astype(np.float64)
     rgb = points_rgb.astype(np.uint8)
-    for point in range(len(points_xyz)):
+    for point, (xyz_row, rgb_row) in enumerate(zip(xyz, rgb)):
         track = pycolmap.Track()
-        for obs in by_point[starts[point]:starts[point + 1]]:
-            track.add_element(int(observations.frame[obs]) + 1, int(point2d_index[obs]))
-        reconstruction.add_point3D(xyz[point], track, rgb[point])
+        for k in range(starts[point], starts[point + 1]):
+            track.add_element(image_ids[k], point2d_ids[k])
+        reconstruction.add_point3D(xyz_row, track, rgb_row)
     return reconstruction
 
 
