@@ -20,7 +20,7 @@ from vae_pipeline.options import PipelineOptions
 from vae_pipeline.pipeline import window_provenance
 from vae_pipeline.reconstruct import ReconstructionOptions, WindowPrediction
 from vae_pipeline.synthetic import read_ground_truth
-from vae_pipeline.workers import CRASH_REASON, FinishPool, worker_pool
+from vae_pipeline.workers import CRASH_REASON, FinishPool, submit, worker_pool
 
 SCENE = Path(__file__).resolve().parents[1] / "testdata" / "scene_arc"
 
@@ -86,7 +86,7 @@ class FinishPoolTest(unittest.TestCase):
         # cores x workers threads.
         pool = worker_pool(1)
         try:
-            threads = pool.submit(threads_while_finishing).result()
+            threads = submit(pool, threads_while_finishing).result()
         finally:
             pool.shutdown()
         self.assertIn("opencv", threads)

@@ -16,9 +16,9 @@ def threads_while_finishing() -> dict[str, int]:
     import cv2
     import threadpoolctl
 
-    from vae_pipeline.finish import single_threaded
+    from vae_pipeline.finish import single_threaded_opencv
 
-    with single_threaded():
+    with single_threaded_opencv():
         pools = {f"{pool['internal_api']} {pool['filepath']}": pool["num_threads"]
                  for pool in threadpoolctl.threadpool_info()}
         return {"opencv": cv2.getNumThreads(), **pools}

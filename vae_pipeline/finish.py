@@ -1,7 +1,8 @@
 """Stage 3: reconstruct one window and write its folder. Runs in CPU worker processes, so no torch here.
 
-The stage runs single-threaded wherever it runs (bundle adjustment is; OpenCV and the BLAS and OpenMP pools of
-numpy and scipy are set to one thread while it runs): one window per core is how every executor uses the CPUs, and a window's folder must not depend on how
+The stage runs single-threaded wherever it runs (bundle adjustment is; OpenCV is set to one thread while it
+runs; the processes that run it start their BLAS and OpenMP pools with one thread: ``workers.worker_pool``, and
+Ray's tasks): one window per core is how every executor uses the CPUs, and a window's folder must not depend on how
 many threads the process that finished it had.
 
 What a window's folder holds depends only on the window's fingerprint (its frames, the model and the
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
-import threadpoolctl
 
 from .export.window_folder import write_window_folder
 from .jobs import DROPPED, OK, WindowJob, WindowOutcome, describe_error, frame_copies_dir
@@ -58,7 +58,7 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
     start = time.perf_counter()
     try:
         options = dataclasses.replace(settings.reconstruction, window_id=job.window_id)
-        with single_threaded():
+        with single_threaded_opencv():
             result = reconstruct_window(prediction, options)
         report = result.report
         described = dict(
@@ -90,15 +90,11 @@ def finish_window(job: WindowJob, prediction: WindowPrediction, settings: Finish
 
 
 @contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """One thread for OpenCV and for the BLAS/OpenMP pools while a window is finished. Left alone, each worker
-    process would start a pool as large as the machine: 14 workers on 16 cores would run about 200 threads, and
-    a window's bytes could depend on the pool's size."""
+def single_threaded_opencv() -> Iterator[None]:
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        with threadpoolctl.threadpool_limits(limits=1):
-            yield
+        yield
     finally:
         cv2.setNumThreads(previous)
 

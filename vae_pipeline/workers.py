@@ -12,6 +12,11 @@ and SIGTERM blocked (the spawning thread blocks them, and a signal mask survives
 set what they do: while it boots it imports pycolmap, whose glog handler would print a stack dump for SIGTERM,
 and Python would print a KeyboardInterrupt traceback for SIGINT. They never import torch: everything they
 unpickle is plain data, numpy arrays and pycolmap.
+
+Each worker is one window on one core, so its BLAS and OpenMP pools (numpy, scipy) start with one thread: the
+libraries size their pools when they load, from the environment, so the variables are set for the worker's
+start. Left to size themselves, 14 workers on a 16-core machine ran about 200 threads, which halved the
+throughput (measured on an H200 node, README "Performance").
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ CRASH_REASON = "the worker process died while reconstructing this window (a cras
 PARENT_POLL_S = 1.0
 _PR_SET_PDEATHSIG = 1
 _HELD_UNTIL_READY = {signal.SIGINT, signal.SIGTERM}
+ONE_THREAD_POOLS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class FinishPool:
@@ -61,10 +67,10 @@ class FinishPool:
             self._report(finish_window(job, prediction, self._settings))
             return
         try:
-            future = _submit(self._pool, finish_window, job, prediction, self._settings)
+            future = submit(self._pool, finish_window, job, prediction, self._settings)
         except BrokenProcessPool:
             self._restart()
-            future = _submit(self._pool, finish_window, job, prediction, self._settings)
+            future = submit(self._pool, finish_window, job, prediction, self._settings)
         self._in_flight.append((job, prediction, future, self._pool))
         self._collect(keep=2 * self._num_workers)
 
@@ -106,7 +112,7 @@ class FinishPool:
         try:
             for job, prediction in suspects:
                 try:
-                    self._report(_submit(solo, finish_window, job, prediction, self._settings).result())
+                    self._report(submit(solo, finish_window, job, prediction, self._settings).result())
                 except BrokenProcessPool:
                     self._report(WindowOutcome.failed(job, CRASH_REASON))
                     solo.shutdown(wait=False)
@@ -136,10 +142,25 @@ def worker_pool(num_workers: int) -> ProcessPoolExecutor:
     )
 
 
-def _submit(pool: ProcessPoolExecutor, fn: Callable, *args: object) -> Future:
-    """``pool.submit``, with SIGINT and SIGTERM held for any worker it starts (the pool starts them on demand)."""
-    with _held_signals():
+def submit(pool: ProcessPoolExecutor, fn: Callable, *args: object) -> Future:
+    """``pool.submit`` for a pool from ``worker_pool``: the pool starts its workers on demand, within submit, and
+    a worker it starts inherits what is set here: SIGINT and SIGTERM held, one-thread BLAS and OpenMP pools."""
+    with _held_signals(), _one_thread_pools():
         return pool.submit(fn, *args)
+
+
+@contextlib.contextmanager
+def _one_thread_pools():
+    saved = {name: os.environ.get(name) for name in ONE_THREAD_POOLS}
+    os.environ.update(ONE_THREAD_POOLS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
