@@ -228,21 +228,25 @@ class WindowEntry:
     def window_id(self) -> str:
         return self.line.window_id
 
+    def _outcome(self, name: str) -> str | None:
+        """An outcome field from the manifest line, else from the folder's window.json (older lines lack it)."""
+        return getattr(self.line, name) or (getattr(self.record, name) if self.record else None)
+
     @property
     def verdict(self) -> str | None:
-        return self.line.verdict or (self.record.verdict if self.record else None)
+        return self._outcome("verdict")
 
     @property
     def verdict_reason(self) -> str | None:
-        return self.line.verdict_reason or (self.record.verdict_reason if self.record else None)
+        return self._outcome("verdict_reason")
 
     @property
     def ba(self) -> str | None:
-        return self.line.ba or (self.record.ba if self.record else None)
+        return self._outcome("ba")
 
     @property
     def ba_reason(self) -> str | None:
-        return self.line.ba_reason or (self.record.ba_reason if self.record else None)
+        return self._outcome("ba_reason")
 
     @property
     def metrics(self) -> dict[str, float]:
